@@ -1,0 +1,35 @@
+# Microservices Lab. Quick start: `make up` (the sandbox), `make test` (every test).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-installed
+
+.PHONY: up down status test test-fast venv clean
+
+up: $(STAMP)                 ## start the sandbox in the foreground (Ctrl-C stops it)
+	$(PY) -m microlab up $(ARGS)
+
+down: $(STAMP)               ## stop a sandbox started elsewhere
+	$(PY) -m microlab down
+
+status: $(STAMP)             ## table of services, health, uptime, memory
+	$(PY) -m microlab status
+
+test: $(STAMP)               ## every test: unit, contract, whole-sandbox integration
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)          ## unit tests only
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+# The venv is (re)built whenever requirements.txt changes.
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+clean:                       ## remove the venv and the sandbox's state, logs and data
+	rm -rf $(VENV) .microlab

@@ -1,0 +1,1 @@
+"""The sandbox runtime: topology, supervisor, CLI, embedded MongoDB, chaos proxy, checker."""

@@ -1,0 +1,5 @@
+import sys
+
+from microlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,220 @@
+"""`microlab`: run and inspect the sandbox.
+
+    microlab up [--free-ports | --port-offset N] [--fresh] [--quiet]
+    microlab down
+    microlab status [--json]
+    microlab logs SERVICE [-f] [-n LINES]
+    microlab stop|start|restart SERVICE
+
+Every command takes --run-dir (default .microlab/ in the project, or MICROLAB_RUN_DIR), so
+several sandboxes can run side by side, each with its own ports, logs and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from microlab.console import LogPrinter, table
+from microlab.processes import ROOT
+from microlab.supervisor import (Interrupted, PreflightError, RunDir, StartupError, Supervisor,
+                                 supervisor_alive)
+from microlab.topology import DEFAULT_AMQP_URL, load_topology, plan_ports
+
+NOT_RUNNING = "the sandbox is not running (start it with `make up`)"
+
+
+def _run_dir(args: argparse.Namespace) -> RunDir:
+    return RunDir(Path(args.run_dir).resolve())
+
+
+def _state_or_exit(run_dir: RunDir) -> dict:
+    state = run_dir.read_state()
+    if not supervisor_alive(state):
+        raise SystemExit(NOT_RUNNING)
+    return state
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    run_dir = _run_dir(args)
+    state = run_dir.read_state()
+    if supervisor_alive(state):
+        print(f"a sandbox is already running from {run_dir.path} (supervisor pid "
+              f"{state['supervisor_pid']}); `microlab down` stops it", file=sys.stderr)
+        return 1
+    topology = load_topology()
+    amqp_url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+    try:
+        plan = plan_ports(topology, offset=args.port_offset, free=args.free_ports,
+                          amqp_url=amqp_url)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    names = ["mongo", *topology.services]
+    printer = None if args.quiet else LogPrinter(names, colour=None if args.colour else False)
+    supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, on_line=printer)
+    supervisor.install_signal_handlers()
+    try:
+        seconds = supervisor.start(fresh=args.fresh)
+        _print_banner(supervisor, seconds)
+        supervisor.serve_forever()
+        print("microlab: stopping every service...", flush=True)
+        return 0
+    except PreflightError as error:
+        print(f"microlab: cannot start: {error}", file=sys.stderr)
+        return error.exit_code
+    except StartupError as error:
+        print(f"microlab: startup failed: {error}", file=sys.stderr)
+        return 1
+    except Interrupted:
+        print("microlab: interrupted while starting", file=sys.stderr)
+        return 130
+    finally:
+        supervisor.shutdown()
+        print("microlab: stopped", flush=True)
+
+
+def _print_banner(supervisor: Supervisor, seconds: float) -> None:
+    urls = supervisor.urls()
+    width = max(len(name) for name in urls)
+    lines = [f"Microservices Lab is up in {seconds:.1f} s. Try: curl {urls['gateway']}/health", ""]
+    lines += [f"  {name:<{width}}  {url}" for name, url in urls.items()]
+    lines += ["", "Ctrl-C stops everything. From another terminal: "
+              ".venv/bin/python -m microlab status | logs SERVICE | down", ""]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    run_dir = _run_dir(args)
+    state = run_dir.read_state()
+    if not supervisor_alive(state):
+        run_dir.state_file.unlink(missing_ok=True)
+        print(NOT_RUNNING)
+        return 0
+    pid = state["supervisor_pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline and supervisor_alive(state):
+        time.sleep(0.1)
+    if supervisor_alive(state):
+        # It did not stop in time: take the whole sandbox down by force.
+        for child_pid in [pid, *state.get("pids", {}).values()]:
+            try:
+                os.killpg(child_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        os.kill(pid, signal.SIGKILL)
+        run_dir.state_file.unlink(missing_ok=True)
+        print(f"microlab: supervisor {pid} did not stop in {args.timeout:.0f}s; killed")
+        return 1
+    print("microlab: stopped")
+    return 0
+
+
+def _human_bytes(count: int) -> str:
+    return f"{count / 2**20:.0f} MB"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = _state_or_exit(_run_dir(args))
+    status = requests.get(f"{state['control_url']}/status", timeout=30).json()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    rows = [{**row, "uptime": "-" if row["uptime_s"] is None else f"{row['uptime_s']:.0f}s",
+             "memory": _human_bytes(row["pss_bytes"]) if row["pss_bytes"] else "-",
+             "pid": row["pid"] or "-"}
+            for row in status["services"]]
+    print(table(rows, ["service", "pid", "port", "state", "health", "uptime", "memory"]))
+    startup = status["startup_s"]
+    print(f"\nstartup: {startup:.1f} s    total memory (PSS): "
+          f"{_human_bytes(status['total_pss_bytes'])}" if startup is not None else
+          "\nstill starting...")
+    unhealthy = [row["service"] for row in status["services"] if row["health"] != "ok"]
+    return 1 if unhealthy else 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    log_file = _run_dir(args).log_file(args.service)
+    if not log_file.exists():
+        print(f"no log for {args.service!r} in {log_file.parent}", file=sys.stderr)
+        return 1
+    with open(log_file) as log:
+        for line in log.readlines()[-args.lines:]:
+            print(line, end="")
+        while args.follow:
+            line = log.readline()
+            if line:
+                print(line, end="", flush=True)
+            else:
+                time.sleep(0.2)
+    return 0
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    state = _state_or_exit(_run_dir(args))
+    response = requests.post(f"{state['control_url']}/services/{args.service}/{args.command}",
+                             timeout=120)
+    body = response.json()
+    if response.status_code != 200:
+        print(f"microlab: {body['error']}", file=sys.stderr)
+        return 1
+    print(f"{args.service}: {body['state']} (health {body['health']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microlab", description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default=os.environ.get("MICROLAB_RUN_DIR",
+                                                            str(ROOT / ".microlab")),
+                        help="where state, logs and data live (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the sandbox in the foreground")
+    ports = up.add_mutually_exclusive_group()
+    ports.add_argument("--free-ports", action="store_true",
+                       help="let the OS choose every port (for tests and parallel runs)")
+    ports.add_argument("--port-offset", type=int, default=0,
+                       help="add N to every default port")
+    up.add_argument("--fresh", action="store_true", help="start with empty databases")
+    up.add_argument("--quiet", action="store_true", help="do not stream service logs")
+    up.add_argument("--no-colour", dest="colour", action="store_false")
+    up.set_defaults(handler=cmd_up)
+
+    down = commands.add_parser("down", help="stop a sandbox started with `up`")
+    down.add_argument("--timeout", type=float, default=30.0)
+    down.set_defaults(handler=cmd_down)
+
+    status = commands.add_parser("status", help="table of processes, health, uptime, memory")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    logs = commands.add_parser("logs", help="print a service's log (JSON lines)")
+    logs.add_argument("service")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.set_defaults(handler=cmd_logs)
+
+    for action in ("stop", "start", "restart"):
+        lifecycle = commands.add_parser(action, help=f"{action} one service")
+        lifecycle.add_argument("service")
+        lifecycle.set_defaults(handler=cmd_lifecycle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except requests.RequestException as error:
+        print(f"microlab: the supervisor did not answer: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

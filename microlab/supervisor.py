@@ -1,0 +1,333 @@
+"""The local-mode supervisor: starts the whole sandbox, keeps it observable, stops it cleanly.
+
+`microlab up` runs one Supervisor in the foreground. It checks what the sandbox needs, starts
+the embedded MongoDB, then every service (each `python -m services.<name>`, a gunicorn with one
+gthread worker) on the ports of the topology, waits until each answers /health, and prints the
+URLs. Then it streams everyone's logs, prefixed, and answers a small control API (status, stop,
+start or restart one service) that `microlab status/stop/start/restart` and the tests use.
+
+Ctrl-C or SIGTERM stops services first, then infrastructure, and leaves no process behind.
+
+Every process is started from the main thread (see processes.py for why); the control API
+hands its requests to the main thread through a queue.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from microlab.control import ControlServer
+from microlab.embedded_mongo import mongo_command, wait_for_mongo
+from microlab.preflight import PreflightError, check_executables, check_ports_free, check_rabbitmq
+from microlab.processes import ManagedProcess, pss_bytes
+from microlab.topology import (DEFAULT_AMQP_URL, LOOPBACK, PortPlan, Topology, service_env)
+
+STARTUP_TIMEOUT = 60.0
+
+
+class StartupError(Exception):
+    """A part of the sandbox did not come up; the message says which and shows its last logs."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived while starting."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where one sandbox keeps its state, logs and data (default: .microlab/)."""
+
+    path: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_state(self, state: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2))
+        temporary.replace(self.state_file)
+
+
+def supervisor_alive(state: dict | None) -> bool:
+    """Is the supervisor recorded in `state` still running (a zombie counts as gone)?"""
+    if not state or "supervisor_pid" not in state:
+        return False
+    try:
+        return psutil.Process(state["supervisor_pid"]).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Supervisor:
+    def __init__(self, topology: Topology, plan: PortPlan, run_dir: RunDir, *,
+                 amqp_url: str = DEFAULT_AMQP_URL,
+                 on_line: Callable[[str, str], None] | None = None,
+                 out: Callable[[str], None] = print) -> None:
+        self.topology = topology
+        self.plan = plan
+        self.run_dir = run_dir
+        self.amqp_url = amqp_url
+        self.out = out
+        self.started_at = time.time()
+        self.startup_seconds: float | None = None
+        self.stopping = threading.Event()
+        self._commands: queue.Queue[tuple[Callable[[], Any], queue.Queue]] = queue.Queue()
+        self._stopped_on_purpose: set[str] = set()
+        self._reported_exits: set[str] = set()
+        self.control = ControlServer(self, LOOPBACK, plan.port("control"))
+        self.processes = self._build_processes(on_line)
+
+    # -- the processes -------------------------------------------------------------------
+    def _build_processes(self, on_line) -> dict[str, ManagedProcess]:
+        processes = {
+            "mongo": ManagedProcess(
+                "mongo", mongo_command(self.run_dir.data / "mongo", self.plan.port("mongo")),
+                dict(os.environ), self.run_dir.log_file("mongo"), on_line),
+        }
+        for name, service in self.topology.services.items():
+            env = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   **service_env(self.topology, self.plan, name, through_proxies=False,
+                                 amqp_url=self.amqp_url)}
+            processes[name] = ManagedProcess(
+                name, [sys.executable, "-m", service.module], env, self.run_dir.log_file(name),
+                on_line, health_url=f"{self.plan.url(name)}/health")
+        return processes
+
+    @property
+    def services(self) -> list[str]:
+        return list(self.topology.services)
+
+    def urls(self) -> dict[str, str]:
+        urls = {name: self.plan.url(name) for name in self.services}
+        urls["mongo"] = f"mongodb://{LOOPBACK}:{self.plan.port('mongo')}/"
+        urls["rabbitmq"] = self.amqp_url
+        urls["control"] = self.plan.url("control")
+        return urls
+
+    # -- starting ------------------------------------------------------------------------
+    def start(self, *, fresh: bool = False) -> float:
+        """Bring everything up; returns the seconds it took. Raises on any failure."""
+        began = time.monotonic()
+        check_executables()
+        check_ports_free(self.plan)
+        check_rabbitmq(self.amqp_url)
+        if fresh and self.run_dir.data.exists():
+            shutil.rmtree(self.run_dir.data)
+        (self.run_dir.data / "mongo").mkdir(parents=True, exist_ok=True)
+        self.control.start()
+        self._write_state(ready=False)
+
+        self.processes["mongo"].start()
+        wait_for_mongo(self.urls()["mongo"], timeout=20)
+        self._check_interrupted()
+        for name in self.services:
+            self.processes[name].start()
+        self._wait_healthy(self.services)
+        self.startup_seconds = round(time.monotonic() - began, 2)
+        self._write_state(ready=True)
+        return self.startup_seconds
+
+    def _check_interrupted(self) -> None:
+        if self.stopping.is_set():
+            raise Interrupted()
+
+    def _wait_healthy(self, names: list[str], timeout: float = STARTUP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        with requests.Session() as session:
+            while pending:
+                self._check_interrupted()
+                for name in list(pending):
+                    process = self.processes[name]
+                    if not process.running:
+                        raise StartupError(self._failure_report(
+                            name, f"exited with code {process.returncode}"))
+                    try:
+                        if session.get(process.health_url, timeout=1).status_code == 200:
+                            pending.remove(name)
+                    except requests.RequestException:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise StartupError(self._failure_report(
+                        pending[0], f"not healthy after {timeout:.0f}s"))
+                if pending:
+                    time.sleep(0.1)
+
+    def _failure_report(self, name: str, what: str, lines: int = 20) -> str:
+        try:
+            tail = self.run_dir.log_file(name).read_text().splitlines()[-lines:]
+        except FileNotFoundError:
+            tail = []
+        shown = "\n".join(f"  {line}" for line in tail) or "  (no output)"
+        return f"{name} {what}. Its last log lines:\n{shown}"
+
+    # -- running -------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def request_stop(signum, _frame) -> None:
+            self.stopping.set()
+            self._commands.put((lambda: None, queue.Queue()))  # wake the main loop
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+    def serve_forever(self) -> None:
+        """Run control commands on the main thread until asked to stop."""
+        while not self.stopping.is_set():
+            try:
+                command, reply = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                self._report_exits()
+                continue
+            try:
+                reply.put((True, command()))
+            except Exception as error:  # reported to the caller of the control API
+                reply.put((False, error))
+
+    def submit(self, command: Callable[[], Any], timeout: float = 90.0) -> Any:
+        """Run `command` on the main thread (from any thread) and return its result."""
+        if self.stopping.is_set():
+            raise RuntimeError("the sandbox is stopping")
+        reply: queue.Queue = queue.Queue()
+        self._commands.put((command, reply))
+        ok, result = reply.get(timeout=timeout)
+        if not ok:
+            raise result
+        return result
+
+    def _report_exits(self) -> None:
+        for name, process in self.processes.items():
+            if (process.popen is not None and not process.running
+                    and name not in self._stopped_on_purpose
+                    and name not in self._reported_exits):
+                self._reported_exits.add(name)
+                self.out(f"!! {name} exited with code {process.returncode}; "
+                         f"`microlab start {name}` starts it again")
+
+    # -- one service at a time (fault isolation) ----------------------------------------
+    def _known(self, name: str) -> ManagedProcess:
+        if name not in self.topology.services:
+            raise KeyError(f"unknown service {name!r} (known: {', '.join(self.services)})")
+        return self.processes[name]
+
+    def stop_service(self, name: str) -> dict:
+        process = self._known(name)
+        self._stopped_on_purpose.add(name)
+        process.stop()
+        self._write_state(ready=True)
+        return self.service_row(name)
+
+    def start_service(self, name: str) -> dict:
+        process = self._known(name)
+        self._stopped_on_purpose.discard(name)
+        self._reported_exits.discard(name)
+        process.start()
+        self._wait_healthy([name])
+        self._write_state(ready=True)
+        return self.service_row(name)
+
+    def restart_service(self, name: str) -> dict:
+        self.stop_service(name)
+        return self.start_service(name)
+
+    # -- stopping ------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Services first (gateway first, so nothing new comes in), infrastructure last."""
+        self.stopping.set()
+        self.control.stop()
+        self._stopped_on_purpose.update(self.processes)
+        services = [self.processes[name] for name in reversed(self.services)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(services)) as pool:
+            list(pool.map(lambda process: process.stop(timeout=10), services))
+        self.processes["mongo"].stop(timeout=10)
+        self.run_dir.state_file.unlink(missing_ok=True)
+
+    # -- status --------------------------------------------------------------------------
+    def service_row(self, name: str, session: requests.Session | None = None) -> dict:
+        process = self.processes[name]
+        row: dict[str, Any] = {"service": name, "pid": process.pid if process.running else None,
+                               "port": self.plan.port(name)}
+        if process.running:
+            row["state"] = "running"
+            row["uptime_s"] = round(time.time() - (process.started_at or time.time()), 1)
+            row["pss_bytes"] = sum(pss_bytes(member.pid) for member in process.tree())
+        elif process.popen is None:
+            row.update(state="not started", uptime_s=None, pss_bytes=0)
+        else:
+            stopped = name in self._stopped_on_purpose
+            row.update(state="stopped" if stopped else f"exited ({process.returncode})",
+                       uptime_s=None, pss_bytes=0)
+        row["health"] = self._health(process, session) if process.running else "-"
+        return row
+
+    @staticmethod
+    def _health(process: ManagedProcess, session: requests.Session | None) -> str:
+        if not process.health_url:
+            return "ok" if process.running else "-"
+        try:
+            response = (session or requests).get(process.health_url, timeout=2)
+        except requests.RequestException:
+            return "down"
+        return "ok" if response.status_code == 200 else "degraded"
+
+    def status(self) -> dict:
+        with requests.Session() as session, \
+                concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            rows = list(pool.map(lambda name: self.service_row(name, session), self.processes))
+        rows.append({"service": "supervisor", "pid": os.getpid(),
+                     "port": self.plan.port("control"), "state": "running", "health": "ok",
+                     "uptime_s": round(time.time() - self.started_at, 1),
+                     "pss_bytes": pss_bytes(os.getpid())})
+        return {"startup_s": self.startup_seconds, "urls": self.urls(), "services": rows,
+                "total_pss_bytes": sum(row["pss_bytes"] for row in rows)}
+
+    def _write_state(self, *, ready: bool) -> None:
+        self.run_dir.write_state({
+            "supervisor_pid": os.getpid(),
+            "control_url": self.plan.url("control"),
+            "ready": ready,
+            "started_at": self.started_at,
+            "startup_s": self.startup_seconds,
+            "amqp_url": self.amqp_url,
+            "plan": self.plan.to_json(),
+            "urls": self.urls(),
+            "pids": {name: process.pid for name, process in self.processes.items()
+                     if process.running},
+        })
+
+
+__all__ = ["Interrupted", "PreflightError", "RunDir", "StartupError", "Supervisor",
+           "supervisor_alive"]

@@ -1,0 +1,77 @@
+"""Run a service under gunicorn: one worker process, a pool of threads (gthread).
+
+One worker keeps per-process state (circuit breakers, rate limits, Socket.IO rooms) in one
+place; threads give concurrency for I/O-bound handlers. The app is built inside the worker,
+after the fork, so connections and background threads (consumers, relays) are never shared
+across a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from patterns.logs import configure_logging
+from patterns.settings import ServiceSettings, SettingsError
+
+
+def _logconfig(service: str) -> dict:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "patterns.logs.JsonFormatter", "service": service}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stdout"}},
+        # gunicorn merges this over its defaults, which name these loggers too.
+        "root": {"handlers": ["stdout"], "level": "INFO"},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, build_app: Callable[[], Flask], options: dict) -> None:
+        self.build_app = build_app
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.build_app()
+
+
+def serve(build_app: Callable[[], Flask], settings: ServiceSettings) -> None:
+    """Serve the app that `build_app()` returns on settings.host:settings.port until stopped."""
+    _Gunicorn(build_app, {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": settings.threads,
+        "graceful_timeout": 5,
+        "timeout": 60,
+        "accesslog": None,
+        "logconfig_dict": _logconfig(settings.name),
+        "proc_name": f"microlab-{settings.name}",
+        # Its default control socket is one path per user: every service would share it.
+        "control_socket_disable": True,
+    }).run()
+
+
+def run_service(name: str, create_app: Callable[[ServiceSettings], Flask]) -> None:
+    """What every `python -m services.<name>` does: settings from env, logging, serve."""
+    configure_logging(name)
+    try:
+        settings = ServiceSettings.from_env(name)
+    except SettingsError as error:
+        logging.getLogger(name).error(f"cannot start: {error}")
+        sys.exit(2)
+    serve(lambda: create_app(settings), settings)

@@ -1,0 +1,90 @@
+"""The skeleton every service's Flask app shares: request ids, access log, JSON errors, /health.
+
+Protects against: the failure modes that make a distributed system impossible to debug —
+requests nobody can follow across services (each request gets an `X-Request-Id`, kept if the
+caller sent one), HTML error pages and stack traces leaking to clients (every error is a JSON
+body with the right status; unexpected ones are logged with the request id and answered with a
+generic 500), and health endpoints that say "ok" while a dependency is down (`/health` runs the
+service's dependency checks and answers 503 when one fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from patterns.logs import request_id_var
+
+HealthCheck = Callable[[], None]  # raises when the dependency is unhealthy
+
+log = logging.getLogger("access")
+
+
+def error_body(status: int, code: str, message: str, **details: object) -> tuple[Response, int]:
+    """The one error shape of every service: {"error": {"code", "message", ...}}."""
+    body = {"code": code, "message": message, **details}
+    if request_id_var.get():
+        body["request_id"] = request_id_var.get()
+    return jsonify(error=body), status
+
+
+def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None = None) -> Flask:
+    """A Flask app with the shared behaviour; the service adds its blueprints to it."""
+    app = Flask(name)
+    app.json.sort_keys = False
+    started = time.monotonic()
+    checks = dict(health_checks or {})
+
+    @app.before_request
+    def _start_request() -> None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.request_id_token = request_id_var.set(g.request_id)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish_request(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        if request.path != "/health":
+            log.info("request", extra={
+                "method": request.method, "path": request.path, "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                "caller": request.headers.get("X-Service-Name"),
+            })
+        return response
+
+    @app.teardown_request
+    def _forget_request(_error: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> tuple[Response, int]:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_body(error.code or 500, code, error.description or code)
+
+    @app.errorhandler(Exception)
+    def _unexpected_error(error: Exception) -> tuple[Response, int]:
+        logging.getLogger(name).exception("unhandled error")
+        return error_body(500, "internal_error", "internal error; see the service log")
+
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        results = {}
+        for check_name, check in checks.items():
+            try:
+                check()
+                results[check_name] = {"status": "ok"}
+            except Exception as error:  # a health check reports any failure, it never raises
+                results[check_name] = {"status": "down", "error": str(error)[:200]}
+        healthy = all(result["status"] == "ok" for result in results.values())
+        body = {"status": "ok" if healthy else "degraded", "service": name,
+                "uptime_s": round(time.monotonic() - started, 1), "checks": results}
+        return jsonify(body), 200 if healthy else 503
+
+    return app

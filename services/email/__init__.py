@@ -1,0 +1,1 @@
+"""The email service: records every email the system sends."""

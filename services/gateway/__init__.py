@@ -1,0 +1,1 @@
+"""The gateway service: API gateway: routing, JWT auth, rate limits, breakers."""

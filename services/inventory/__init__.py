@@ -1,0 +1,1 @@
+"""The inventory service: stock levels, reservations with idempotency keys."""

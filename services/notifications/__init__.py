@@ -1,0 +1,1 @@
+"""The notifications service: Socket.IO notifications pushed to connected users."""

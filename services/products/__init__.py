@@ -1,0 +1,1 @@
+"""The products service: product catalogue with search and filters."""

@@ -1,0 +1,1 @@
+"""The registry service: service registry speaking the Consul HTTP API subset."""

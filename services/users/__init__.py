@@ -1,0 +1,1 @@
+"""The users service: accounts, login and JWTs, profiles."""

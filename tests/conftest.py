@@ -1,0 +1,24 @@
+"""Fixtures every test folder may use."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The RabbitMQ the tests use; the whole-sandbox tests need one (CI starts it)."""
+    return AMQP_URL

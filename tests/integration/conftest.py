@@ -1,0 +1,20 @@
+"""The whole sandbox, up once per test session on free ports, torn down at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from microlab.launcher import SandboxProcess
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    runner = SandboxProcess(tmp_path_factory.mktemp("sandbox") / "run")
+    runner.start()
+    try:
+        yield runner
+    finally:
+        code = runner.stop()
+        assert code == 0, f"microlab up exited with {code}:\n{runner.output()[-3000:]}"
