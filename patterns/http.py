@@ -1,0 +1,245 @@
+"""Service-to-service HTTP: one client that times out, retries safely, and fails fast.
+
+Protects against: a peer that never answers (without a timeout the caller's thread waits forever),
+a peer that blips (a retry hides it), a peer that is down (a breaker stops calling it), a peer that
+is slow (a bulkhead caps how many of our threads it can hold), and a request that cannot be
+followed across services (the request id and trace context travel with every call).
+
+Knobs (`ServiceClient(service, base_url, ...)`):
+
+- `base_url` or `resolve` — where the peer lives: a fixed URL, or a callable returning one,
+  asked before every attempt (service discovery plugs in here).
+- `connect_timeout` (1 s), `read_timeout` (5 s) — how long to wait for a connection and then for
+  each chunk of the answer. Both expire as `ServiceUnavailable`.
+- `caller` (none) — our own name, sent as `X-Service-Name` so the peer's logs say who called.
+- `context` (nothing) — a callable returning the headers of the current request to pass on:
+  `X-Request-Id`, `traceparent` (W3C trace context) and friends. Tracing plugs in here.
+- `retry` (none) — a `patterns.retry.Retry`, used only for idempotent calls: GET, HEAD, PUT,
+  DELETE, OPTIONS, and POST carrying an `Idempotency-Key`. A POST without one is sent once: it
+  may have taken effect even if the answer was lost. Share one `RetryBudget` between clients.
+- `breaker` (none) — a `patterns.breaker.CircuitBreaker` for this peer. Only outages count
+  against it (connection errors, timeouts, 5xx); a 4xx is an answer from a healthy peer.
+- `max_concurrent` (unlimited) — the bulkhead: at most this many calls in flight to this peer;
+  one more fails at once with `BulkheadFull` instead of queueing.
+
+Errors: `ServiceError(status, body, service, method, url)` for any answer >= 400 (its
+`retryable` is true for 502/503/504); `ServiceUnavailable` (a `ConnectionError`) when no answer
+came: refused, reset, timed out. A call passes through retry → bulkhead → breaker → the wire, so
+each attempt is counted by the breaker and no thread sleeps between retries holding a bulkhead
+slot.
+
+    inventory = ServiceClient(
+        "inventory", "http://127.0.0.1:5004", caller="orders",
+        retry=Retry(attempts=3, budget=budget), breaker=breakers.get("inventory"),
+    )
+    stock = inventory.get_json("/api/v1/stock/sku-1")
+    inventory.post_json("/api/v1/reservations", {"sku": "sku-1", "qty": 2},
+                        idempotency_key=order_id)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
+from requests.structures import CaseInsensitiveDict
+
+from patterns.breaker import CircuitBreaker
+from patterns.retry import Retry
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+
+Headers = Mapping[str, str]
+
+
+class ServiceError(Exception):
+    """The peer answered with an error status."""
+
+    def __init__(self, status: int, body: Any, service: str, method: str, url: str) -> None:
+        super().__init__(f"{service} answered {status} to {method} {url}: {body!r}"[:500])
+        self.status = status
+        self.body = body
+        self.service = service
+        self.method = method
+        self.url = url
+
+    @property
+    def retryable(self) -> bool:
+        """True for the statuses that usually mean "try again soon" (502, 503, 504)."""
+        return self.status in RETRYABLE_STATUSES
+
+
+class ServiceUnavailable(ConnectionError):
+    """No answer came: the connection was refused or dropped, or a timeout expired."""
+
+    def __init__(self, service: str, method: str, url: str, reason: str) -> None:
+        super().__init__(f"{service} unavailable for {method} {url}: {reason}")
+        self.service = service
+        self.method = method
+        self.url = url
+        self.reason = reason
+
+
+class BulkheadFull(Exception):
+    """Too many calls to this peer are already in flight; this one was not sent."""
+
+    def __init__(self, name: str, max_concurrent: int) -> None:
+        super().__init__(f"bulkhead '{name}' is full ({max_concurrent} calls in flight)")
+        self.name = name
+        self.max_concurrent = max_concurrent
+
+
+class Bulkhead:
+    """Lets at most `max_concurrent` callers in at once (`with bulkhead:`); the rest fail fast."""
+
+    def __init__(self, name: str, max_concurrent: int) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    def __enter__(self) -> Bulkhead:
+        if not self._slots.acquire(blocking=False):
+            raise BulkheadFull(self.name, self.max_concurrent)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._slots.release()
+
+
+def is_idempotent(method: str, headers: Headers) -> bool:
+    """Whether sending this request twice is as good as sending it once."""
+    method = method.upper()
+    return method in IDEMPOTENT_METHODS or (
+        method == "POST" and "Idempotency-Key" in CaseInsensitiveDict(headers)
+    )
+
+
+def no_context() -> Headers:
+    """The default `context`: no incoming request, nothing to pass on."""
+    return {}
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        service: str,
+        base_url: str | None = None,
+        *,
+        resolve: Callable[[], str] | None = None,
+        caller: str | None = None,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 5.0,
+        context: Callable[[], Headers] = no_context,
+        retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_concurrent: int | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if (base_url is None) == (resolve is None):
+            raise ValueError("give either base_url or resolve")
+        self.service = service
+        self.caller = caller
+        self.timeout = (connect_timeout, read_timeout)
+        self.retry = retry
+        self.breaker = breaker
+        self.bulkhead = Bulkhead(service, max_concurrent) if max_concurrent else None
+        self._resolve = resolve or (lambda: base_url)
+        self._context = context
+        self.session = session or _service_session(pool_size=max(10, max_concurrent or 0))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Headers | None = None,
+    ) -> requests.Response:
+        """Send one request (retried if idempotent); return the response or raise for >= 400."""
+        method = method.upper()
+        outgoing = self._outgoing_headers(headers or {})
+
+        def attempt() -> requests.Response:
+            return self._send_guarded(method, path, params, json, outgoing)
+
+        if self.retry is not None and is_idempotent(method, outgoing):
+            response = self.retry.call(attempt)
+        else:
+            response = attempt()
+        if response.status_code >= 400:  # a 4xx: the peer is fine, the request was not
+            raise _service_error(self.service, method, response)
+        return response
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return _json_of(self.request("GET", path, params=params))
+
+    def post_json(self, path: str, body: Any, *, idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return _json_of(self.request("POST", path, json=body, headers=headers))
+
+    def put_json(self, path: str, body: Any) -> Any:
+        return _json_of(self.request("PUT", path, json=body))
+
+    def delete_json(self, path: str) -> Any:
+        return _json_of(self.request("DELETE", path))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _outgoing_headers(self, headers: Headers) -> dict[str, str]:
+        outgoing = {"Accept": "application/json"}
+        if self.caller:
+            outgoing["X-Service-Name"] = self.caller
+        return {**outgoing, **self._context(), **headers}
+
+    def _send_guarded(
+        self, method: str, path: str, params: Any, json: Any, headers: Headers
+    ) -> requests.Response:
+        with self.bulkhead or contextlib.nullcontext():
+            if self.breaker is None:
+                return self._send(method, path, params, json, headers)
+            return self.breaker.call(self._send, method, path, params, json, headers)
+
+    def _send(
+        self, method: str, path: str, params: Any, json: Any, headers: Headers
+    ) -> requests.Response:
+        """One attempt on the wire. Raises for outages only (no answer, or 5xx)."""
+        url = self._resolve().rstrip("/") + path
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json, headers=headers, timeout=self.timeout
+            )
+        except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
+            raise ServiceUnavailable(self.service, method, url, type(exc).__name__) from exc
+        if response.status_code >= 500:
+            raise _service_error(self.service, method, response)
+        return response
+
+
+def _service_session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # peers are addressed directly; no proxies or .netrc from the env
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _service_error(service: str, method: str, response: requests.Response) -> ServiceError:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return ServiceError(response.status_code, body, service, method, response.url)
+
+
+def _json_of(response: requests.Response) -> Any:
+    return response.json() if response.content else None
