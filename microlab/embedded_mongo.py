@@ -28,7 +28,7 @@ from microlab.topology import LOOPBACK, free_ports
 def mongo_command(data_dir: Path, port: int, host: str = LOOPBACK) -> list[str]:
     """The command line of an embedded server keeping one SQLite file per database in data_dir."""
     return [
-        sys.executable, "-m", "microlab.mongo_server",
+        sys.executable, str(Path(__file__).with_name("mongo_server.py")),
         "--data-dir", str(data_dir),
         "--host", host,
         "--port", str(port),

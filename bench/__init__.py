@@ -1,0 +1,1 @@
+"""Benchmarks: precise figures measured outside the test suite (see each module)."""
