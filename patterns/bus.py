@@ -55,12 +55,14 @@ from functools import partial
 from typing import Any, Protocol
 
 import pika
+from opentelemetry.trace import SpanKind
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import (AMQPChannelError, AMQPConnectionError, AMQPError, ChannelClosedByBroker,
                              NackError)
 
 from patterns.clock import SYSTEM_CLOCK, Clock
 from patterns.retry import full_jitter
+from patterns.tracing import span_from_message
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +372,10 @@ class Consumer:
             body=body, headers=headers, attempt=int(headers.get(ATTEMPT, 1)),
             redelivered=delivery.redelivered)
         try:
-            self.handler(message)
+            # The handler runs on this worker thread: give it the publisher's trace.
+            with span_from_message(headers, f"{message.routing_key} process",
+                                   attributes={"messaging.message.id": message.id}):
+                self.handler(message)
             return "ack", None
         except Exception as error:  # any failure: retried, then kept in the dead-letter queue
             log.warning("handler failed", exc_info=True, extra={
@@ -412,4 +417,7 @@ class Consumer:
             message_id=old.message_id, content_type=old.content_type, type=old.type,
             timestamp=old.timestamp, delivery_mode=pika.DeliveryMode.Persistent,
             headers=headers, expiration=expiration)
-        delivery.channel.basic_publish(exchange, routing_key, delivery.body, properties)
+        # Publishing inside the original trace keeps the copy in it (pika's instrumentation
+        # would otherwise stamp the copy with a new trace).
+        with span_from_message(old.headers, f"{routing_key} retry", kind=SpanKind.PRODUCER):
+            delivery.channel.basic_publish(exchange, routing_key, delivery.body, properties)

@@ -47,11 +47,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from patterns.bus import Publisher, PublishError
 from patterns.retry import full_jitter
+from patterns.tracing import span_from_message
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,12 @@ class OutboxRelay:
                     return sent
                 for stored in document.get(OUTBOX, []):
                     event = json.loads(stored)
-                    self.bus.publish(event["exchange"], event["routing_key"], event["payload"],
-                                     message_id=event["id"], headers=event["headers"])
+                    # Published in the trace of the request that wrote the event.
+                    with span_from_message(event["headers"], f"relay {event['routing_key']}",
+                                           kind=SpanKind.PRODUCER):
+                        self.bus.publish(event["exchange"], event["routing_key"],
+                                         event["payload"], message_id=event["id"],
+                                         headers=event["headers"])
                     outbox.collection.update_one(
                         {"_id": document["_id"], OUTBOX: stored},
                         {"$pull": {OUTBOX: stored}, "$inc": {PENDING: -1}})

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
+from opentelemetry import trace
 from werkzeug.exceptions import HTTPException
 
 from patterns.logs import request_id_var
@@ -71,6 +72,7 @@ def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None =
     @app.errorhandler(Exception)
     def _unexpected_error(error: Exception) -> tuple[Response, int]:
         logging.getLogger(name).exception("unhandled error")
+        trace.get_current_span().record_exception(error)
         return error_body(500, "internal_error", "internal error; see the service log")
 
     @app.get("/health")

@@ -7,6 +7,10 @@ import socket
 
 import pytest
 
+# Code under test in this process (in-process apps, clients) exports no spans; the sandbox's
+# services get their own exporter from the supervisor.
+os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
