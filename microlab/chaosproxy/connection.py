@@ -1,0 +1,177 @@
+"""A proxied TCP connection: the client's socket, the upstream socket and two links.
+
+As in Toxiproxy, the client's connect always succeeds (the proxy is listening); the proxy then
+dials the upstream, and if that fails it simply closes the client's socket, so the client reads
+end-of-stream with no data. Once both sockets are open, the *upstream* link carries client →
+server bytes and the *downstream* link server → client bytes, each through its own toxics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import struct
+from typing import Callable
+
+from .addresses import AddressError, parse_upstream
+from .link import CHUNK_SIZE, Chunk, Link
+from .toxics import ResetPeer, Toxic
+
+log = logging.getLogger(__name__)
+
+
+class Endpoint(asyncio.BufferedProtocol):
+    """One socket of a proxied connection: the source of one link, the destination of the other.
+
+    It starts paused and reads only once `attach` gives it the link to feed. Reads land in one
+    reused buffer (asyncio would allocate 256 KiB per read otherwise); the link copies what it
+    must keep.
+    """
+
+    def __init__(
+        self, on_lost: Callable[[], None], on_made: Callable[[], None] | None = None
+    ) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._on_made = on_made
+        self.on_space: Callable[[], None] | None = None
+        self._link: Link | None = None
+        self._on_lost = on_lost
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._buffer = memoryview(bytearray(2 * CHUNK_SIZE))
+        self.lost = False
+
+    def attach(self, link: Link) -> None:
+        self._link = link
+        self.resume_reading()
+
+    # asyncio.Protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()
+        if self._on_made:
+            self._on_made()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._link:
+            self._link.feed(self._buffer[:nbytes])
+
+    def eof_received(self) -> bool:
+        if self._link:
+            self._link.feed_eof()
+        return True  # keep our side open: the link closes it once the chain has drained
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._writable.set()
+        if self._link:
+            self._link.feed_eof()
+        self._on_lost()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        if self.on_space:
+            self.on_space()
+
+    # Source (for the link that reads this socket)
+    def pause_reading(self) -> None:
+        if self.transport and not self.lost:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport and not self.lost:
+            self.transport.resume_reading()
+
+    # Outlet (for the link that writes this socket)
+    def full(self) -> bool:
+        return not self._writable.is_set()
+
+    def push_nowait(self, chunk: Chunk) -> None:
+        if self.transport and not self.transport.is_closing():
+            self.transport.write(chunk.data)
+
+    async def put(self, chunk: Chunk) -> None:
+        await self._writable.wait()
+        self.push_nowait(chunk)
+
+    def close(self) -> None:
+        if self.transport:
+            self.transport.close()
+
+    def reset_on_close(self) -> None:
+        """Make closing this socket send a TCP RST (SO_LINGER with a zero timeout)."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class Connection:
+    """A client of one proxy, from its accept until both of its sockets are closed."""
+
+    def __init__(
+        self,
+        upstream: str,
+        toxics: dict[str, list[Toxic]],
+        rng: random.Random,
+        on_done: Callable[[Connection], None],
+    ) -> None:
+        self.client = Endpoint(self._endpoint_lost, on_made=self._start)
+        self.server = Endpoint(self._endpoint_lost)
+        self.links: dict[str, Link] = {}
+        self._upstream = upstream
+        self._toxics = toxics  # the proxy's live chains, read when the upstream answers
+        self._rng = rng
+        self._on_done = on_done
+        self._dial: asyncio.Task[None] | None = None
+        self._done = False
+
+    def _start(self) -> None:
+        self._dial = asyncio.get_running_loop().create_task(self._open())
+
+    async def _open(self) -> None:
+        try:
+            host, port = parse_upstream(self._upstream)
+            await asyncio.get_running_loop().create_connection(lambda: self.server, host, port)
+        except (OSError, AddressError) as error:
+            log.info("Unable to open connection to upstream %s: %s", self._upstream, error)
+            self.client.close()
+            return
+        if self.client.lost:
+            self.server.close()
+            return
+        for direction in ("upstream", "downstream"):
+            if any(isinstance(toxic, ResetPeer) for toxic in self._toxics[direction]):
+                self.client.reset_on_close()
+                self.server.reset_on_close()
+        up = Link(self._toxics["upstream"], self.client, self.server, self._rng)
+        down = Link(self._toxics["downstream"], self.server, self.client, self._rng)
+        self.links = {"upstream": up, "downstream": down}
+        self.client.attach(up)
+        self.server.attach(down)
+
+    def close(self) -> None:
+        """Drop the connection now: held data is lost and both sides see the socket close."""
+        if self._dial:
+            self._dial.cancel()
+        for link in self.links.values():
+            link.close()
+        self.client.close()
+        self.server.close()
+
+    def _endpoint_lost(self) -> None:
+        client_gone = self.client.lost
+        server_gone = self.server.lost or self.server.transport is None
+        if client_gone and server_gone and not self._done:
+            self._done = True
+            for link in self.links.values():
+                link.close()
+            self._on_done(self)
