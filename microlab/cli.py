@@ -5,6 +5,10 @@
     microlab status [--json]
     microlab logs SERVICE [-f] [-n LINES]
     microlab stop|start|restart SERVICE
+    microlab chaos list | latency EDGE MS [--jitter MS] | down EDGE | up EDGE | reset
+
+Edges are named caller->callee, e.g. 'orders->payments' (quote it: the shell reads `>`),
+or orders:payments without quotes.
 
 Every command takes --run-dir (default .microlab/ in the project, or MICROLAB_RUN_DIR), so
 several sandboxes can run side by side, each with its own ports, logs and data.
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import requests
 
+from microlab.chaos import ChaosClient, ChaosError
 from microlab.console import LogPrinter, table
 from microlab.processes import ROOT
 from microlab.supervisor import (Interrupted, PreflightError, RunDir, StartupError, Supervisor,
@@ -57,9 +62,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    names = ["mongo", *topology.services]
+    names = ["mongo", "chaos", *topology.services]
     printer = None if args.quiet else LogPrinter(names, colour=None if args.colour else False)
-    supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, on_line=printer)
+    supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, chaos=args.chaos,
+                            on_line=printer)
     supervisor.install_signal_handlers()
     try:
         seconds = supervisor.start(fresh=args.fresh)
@@ -170,6 +176,43 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    state = _state_or_exit(_run_dir(args))
+    if "chaos" not in state["urls"]:
+        print("microlab: this sandbox runs without chaos proxies (--no-chaos)", file=sys.stderr)
+        return 1
+    client = ChaosClient(state["urls"]["chaos"], load_topology())
+    try:
+        if args.chaos_command == "list":
+            rows = [{"edge": edge.edge, "listen": edge.listen, "upstream": edge.upstream,
+                     "state": "up" if edge.enabled else "DOWN",
+                     "toxics": ", ".join(_describe_toxic(toxic) for toxic in edge.toxics)}
+                    for edge in client.edges()]
+            print(table(rows, ["edge", "listen", "upstream", "state", "toxics"]))
+        elif args.chaos_command == "latency":
+            stream = "upstream" if args.upstream else "downstream"
+            client.add_latency(args.edge, args.ms, args.jitter, stream)
+            print(f"{args.edge}: +{args.ms} ms (jitter {args.jitter} ms) {stream}")
+        elif args.chaos_command == "down":
+            client.cut(args.edge)
+            print(f"{args.edge}: down")
+        elif args.chaos_command == "up":
+            client.restore(args.edge)
+            print(f"{args.edge}: up")
+        else:
+            client.reset()
+            print("every edge up, no toxics")
+    except (KeyError, ChaosError) as error:
+        print(f"microlab: {error.args[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe_toxic(toxic: dict) -> str:
+    attributes = ",".join(f"{key}={value}" for key, value in toxic["attributes"].items())
+    return f"{toxic['type']}({attributes}) {toxic['stream']}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microlab", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default=os.environ.get("MICROLAB_RUN_DIR",
@@ -186,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fresh", action="store_true", help="start with empty databases")
     up.add_argument("--quiet", action="store_true", help="do not stream service logs")
     up.add_argument("--no-colour", dest="colour", action="store_false")
+    up.add_argument("--no-chaos", dest="chaos", action="store_false",
+                    help="wire services straight to each other, without chaos proxies")
     up.set_defaults(handler=cmd_up)
 
     down = commands.add_parser("down", help="stop a sandbox started with `up`")
@@ -206,6 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
         lifecycle = commands.add_parser(action, help=f"{action} one service")
         lifecycle.add_argument("service")
         lifecycle.set_defaults(handler=cmd_lifecycle)
+
+    chaos = commands.add_parser("chaos", help="slow down or cut an edge of the topology")
+    chaos.set_defaults(handler=cmd_chaos)
+    chaos_commands = chaos.add_subparsers(dest="chaos_command", required=True)
+    chaos_commands.add_parser("list", help="every edge, its proxy and its toxics")
+    latency = chaos_commands.add_parser("latency", help="add latency to an edge")
+    latency.add_argument("edge")
+    latency.add_argument("ms", type=int)
+    latency.add_argument("--jitter", type=int, default=0, metavar="MS")
+    latency.add_argument("--upstream", action="store_true",
+                         help="delay requests instead of responses")
+    for verb, text in (("down", "cut an edge: refuse and drop its connections"),
+                       ("up", "bring an edge back")):
+        edge_command = chaos_commands.add_parser(verb, help=text)
+        edge_command.add_argument("edge")
+    chaos_commands.add_parser("reset", help="every edge up, every toxic removed")
     return parser
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 import requests
 
+from microlab.chaos import ChaosClient, edge_proxies
 from microlab.control import ControlServer
 from microlab.embedded_mongo import mongo_command, wait_for_mongo
 from microlab.preflight import PreflightError, check_executables, check_ports_free, check_rabbitmq
@@ -94,13 +95,14 @@ def supervisor_alive(state: dict | None) -> bool:
 
 class Supervisor:
     def __init__(self, topology: Topology, plan: PortPlan, run_dir: RunDir, *,
-                 amqp_url: str = DEFAULT_AMQP_URL,
+                 amqp_url: str = DEFAULT_AMQP_URL, chaos: bool = True,
                  on_line: Callable[[str, str], None] | None = None,
                  out: Callable[[str], None] = print) -> None:
         self.topology = topology
         self.plan = plan
         self.run_dir = run_dir
         self.amqp_url = amqp_url
+        self.chaos = chaos
         self.out = out
         self.started_at = time.time()
         self.startup_seconds: float | None = None
@@ -118,9 +120,18 @@ class Supervisor:
                 "mongo", mongo_command(self.run_dir.data / "mongo", self.plan.port("mongo")),
                 dict(os.environ), self.run_dir.log_file("mongo"), on_line),
         }
+        if self.chaos:
+            processes["chaos"] = ManagedProcess(
+                "chaos", [sys.executable, "-m", "microlab.chaosproxy",
+                          "--host", LOOPBACK, "--port", str(self.plan.port("chaos"))],
+                dict(os.environ), self.run_dir.log_file("chaos"), on_line,
+                health_url=f"{self.plan.url('chaos')}/version")
         for name, service in self.topology.services.items():
             env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                   **service_env(self.topology, self.plan, name, through_proxies=False,
+                   # Every service appends its spans to one file the dashboard reads.
+                   "OTEL_TRACES_EXPORTER": "jsonl",
+                   "TRACE_FILE": str(self.run_dir.path / "traces.jsonl"),
+                   **service_env(self.topology, self.plan, name, through_proxies=self.chaos,
                                  amqp_url=self.amqp_url)}
             processes[name] = ManagedProcess(
                 name, [sys.executable, "-m", service.module], env, self.run_dir.log_file(name),
@@ -135,6 +146,8 @@ class Supervisor:
         urls = {name: self.plan.url(name) for name in self.services}
         urls["mongo"] = f"mongodb://{LOOPBACK}:{self.plan.port('mongo')}/"
         urls["rabbitmq"] = self.amqp_url
+        if self.chaos:
+            urls["chaos"] = self.plan.url("chaos")
         urls["control"] = self.plan.url("control")
         return urls
 
@@ -153,6 +166,12 @@ class Supervisor:
 
         self.processes["mongo"].start()
         wait_for_mongo(self.urls()["mongo"], timeout=20)
+        if self.chaos:
+            self.processes["chaos"].start()
+            self._wait_healthy(["chaos"])
+            # One proxy per edge, before any service tries to use one.
+            ChaosClient(self.plan.url("chaos"), self.topology).populate(
+                edge_proxies(self.topology, self.plan))
         self._check_interrupted()
         for name in self.services:
             self.processes[name].start()
@@ -272,7 +291,9 @@ class Supervisor:
         services = [self.processes[name] for name in reversed(self.services)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(services)) as pool:
             list(pool.map(lambda process: process.stop(timeout=10), services))
-        self.processes["mongo"].stop(timeout=10)
+        for infrastructure in ("chaos", "mongo"):
+            if infrastructure in self.processes:
+                self.processes[infrastructure].stop(timeout=10)
         self.run_dir.state_file.unlink(missing_ok=True)
 
     # -- status --------------------------------------------------------------------------

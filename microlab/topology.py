@@ -86,8 +86,9 @@ class Topology:
         ]
 
     def edge(self, name: str) -> Edge:
+        """Find an edge by `caller->callee`, `caller:callee` or its proxy name."""
         for edge in self.edges():
-            if name in (edge.name, edge.proxy_name):
+            if name in (edge.name, edge.proxy_name, edge.name.replace("->", ":")):
                 return edge
         raise KeyError(f"unknown edge {name!r} (see `microlab chaos list`)")
 
