@@ -32,8 +32,9 @@ the whole process comes back from the broker uncounted (a quorum queue's `x-deli
 would count it; classic queues keep this lab simple).
 
 Knobs: `heartbeat` (seconds), `publish_attempts` and `backoff` (first delay, cap) of publishes,
-`headers_provider` (called on every publish, e.g. to add a `traceparent`), `clock` and `rng` (the
-waits between reconnects use full jitter, `patterns.retry.full_jitter`), and per consumer
+`headers_provider` (called on every publish, e.g. to add a `traceparent`), `namespace` (a
+prefix on every exchange and queue name, so sandboxes sharing a broker stay apart), `clock` and
+`rng` (the waits between reconnects use full jitter, `patterns.retry.full_jitter`), and per consumer
 `prefetch`, `max_attempts`, `retry_delay`. Queue arguments are fixed when a queue is first
 declared; to change them, delete the queue. pika connections are not thread-safe: the bus keeps
 one publishing connection per thread, and each consumer owns one on its own thread.
@@ -124,7 +125,7 @@ class Bus:
     def __init__(self, url: str = DEFAULT_URL, *, heartbeat: int = 30, publish_attempts: int = 5,
                  backoff: tuple[float, float] = (0.2, 5.0), dead_letter_exchange: str = "dead-letters",
                  headers_provider: Callable[[], Mapping[str, Any]] | None = None,
-                 clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
+                 namespace: str = "", clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
                  connect: Callable[[pika.ConnectionParameters], Any] = pika.BlockingConnection) -> None:
         self.parameters = pika.URLParameters(url)
         self.parameters.heartbeat = heartbeat
@@ -133,6 +134,7 @@ class Bus:
         self.backoff = backoff
         self.dead_letter_exchange = dead_letter_exchange
         self.headers_provider = headers_provider
+        self.namespace = namespace
         self.clock = clock
         self.rng = rng or random.Random()
         self._connect = connect
@@ -144,6 +146,7 @@ class Bus:
 
         Raises PublishError when the broker refuses the message or stays unreachable."""
         message_id = message_id or uuid.uuid4().hex
+        exchange = self.physical(exchange)
         all_headers = {**(self.headers_provider() if self.headers_provider else {}), **(headers or {})}
         properties = pika.BasicProperties(
             message_id=message_id, content_type=JSON, delivery_mode=pika.DeliveryMode.Persistent,
@@ -187,6 +190,16 @@ class Bus:
 
     # Topology -------------------------------------------------------------------------------
 
+    def physical(self, name: str) -> str:
+        """The broker's name for an exchange or queue: prefixed by the namespace, if any, so
+        several sandboxes (or test runs) can share one broker without seeing each other."""
+        return f"{self.namespace}.{name}" if self.namespace and name else name
+
+    def logical(self, name: str) -> str:
+        """The name the code uses for a broker name (the inverse of `physical`)."""
+        prefix = f"{self.namespace}."
+        return name[len(prefix):] if self.namespace and name.startswith(prefix) else name
+
     def connect(self) -> Any:
         """One attempt at a new connection (callers retry with backoff)."""
         return self._connect(self.parameters)
@@ -201,18 +214,20 @@ class Bus:
                                  arguments={"alternate-exchange": parking})
 
     def declare_queue(self, channel: BlockingChannel, queue: str, bindings: tuple[Binding, ...]) -> None:
-        """A durable queue with its retry queue, its dead-letter queue and its bindings."""
-        channel.exchange_declare(self.dead_letter_exchange, "direct", durable=True)
+        """A durable queue with its retry queue, its dead-letter queue and its bindings (all
+        names logical: the namespace is added here)."""
+        queue, dead_letters = self.physical(queue), self.physical(self.dead_letter_exchange)
+        channel.exchange_declare(dead_letters, "direct", durable=True)
         channel.queue_declare(dead_letter_queue(queue), durable=True)
-        channel.queue_bind(dead_letter_queue(queue), self.dead_letter_exchange, routing_key=queue)
+        channel.queue_bind(dead_letter_queue(queue), dead_letters, routing_key=queue)
         channel.queue_declare(queue, durable=True, arguments={
-            "x-dead-letter-exchange": self.dead_letter_exchange, "x-dead-letter-routing-key": queue})
+            "x-dead-letter-exchange": dead_letters, "x-dead-letter-routing-key": queue})
         # Messages wait in the retry queue until their expiration, then return to the queue.
         channel.queue_declare(retry_queue(queue), durable=True, arguments={
             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue})
         for exchange, pattern in bindings:
-            self.declare_exchange(channel, exchange)
-            channel.queue_bind(queue, exchange, routing_key=pattern)
+            self.declare_exchange(channel, self.physical(exchange))
+            channel.queue_bind(queue, self.physical(exchange), routing_key=pattern)
 
     def _channel(self) -> BlockingChannel:
         connection = getattr(self._local, "connection", None)
@@ -325,7 +340,8 @@ class Consumer:
             channel.confirm_delivery()  # retried and dead-lettered copies are confirmed too
             self.bus.declare_queue(channel, self.queue, self.bindings)
             channel.basic_qos(prefetch_count=self.prefetch)
-            tag = channel.basic_consume(self.queue, partial(self._on_message, connection))
+            tag = channel.basic_consume(self.bus.physical(self.queue),
+                                        partial(self._on_message, connection))
             self._ready.set()
             self._failures = 0
             while not self._stopping.is_set():
@@ -367,7 +383,7 @@ class Consumer:
         message = Message(
             # A message from a publisher that set no id is identified by its content.
             id=delivery.properties.message_id or hashlib.sha256(delivery.body).hexdigest(),
-            exchange=headers.get(ORIGIN_EXCHANGE, delivery.exchange),
+            exchange=self.bus.logical(headers.get(ORIGIN_EXCHANGE, delivery.exchange)),
             routing_key=headers.get(ORIGIN_ROUTING_KEY, delivery.routing_key),
             body=body, headers=headers, attempt=int(headers.get(ATTEMPT, 1)),
             redelivered=delivery.redelivered)
@@ -392,12 +408,13 @@ class Consumer:
             return  # the broker redelivers it on the next connection
         attempt = int((delivery.properties.headers or {}).get(ATTEMPT, 1))
         if verdict == "retry":
-            self._copy(delivery, "", retry_queue(self.queue), attempt + 1, error,
+            self._copy(delivery, "", retry_queue(self.bus.physical(self.queue)), attempt + 1, error,
                        expiration=str(int(self.retry_delay * 1000)))
         elif verdict == "dead-letter":
             log.error("message dead-lettered", extra={
                 "queue": self.queue, "message_id": delivery.properties.message_id, "error": error})
-            self._copy(delivery, self.bus.dead_letter_exchange, self.queue, attempt, error)
+            self._copy(delivery, self.bus.physical(self.bus.dead_letter_exchange),
+                       self.bus.physical(self.queue), attempt, error)
         if verdict == "release":
             channel.basic_nack(delivery.tag, requeue=True)
         else:

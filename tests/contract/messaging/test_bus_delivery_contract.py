@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from patterns.bus import ATTEMPT, LAST_ERROR, Message, dead_letter_queue, retry_queue, unrouted_queue
+from patterns.bus import ATTEMPT, LAST_ERROR, Bus, Message, dead_letter_queue, retry_queue, unrouted_queue
 
 
 def test_published_events_reach_the_bound_consumer_in_order_with_id_headers_and_body(
@@ -155,3 +155,27 @@ def test_a_consumer_whose_connection_is_cut_reconnects_and_misses_nothing(
 
     assert received == before | during
     assert consumer.connections >= 2
+
+
+def test_buses_in_different_namespaces_share_a_broker_without_seeing_each_other(
+        broker, wait_until):
+    buses = {}
+    for colour in ("blue", "green"):
+        # Named through the fixture, so its cleanup deletes them.
+        broker.exchange(f"{colour}.orders")
+        broker.exchange(f"{colour}.dead-letters")
+        broker.queue(f"{colour}.billing")
+        buses[colour] = Bus(broker.url, namespace=f"{broker.prefix}.{colour}", backoff=(0.05, 0.5))
+    seen: dict[str, list[Message]] = {"blue": [], "green": []}
+    try:
+        with buses["blue"].consumer("billing", seen["blue"].append, ("orders", "order.*")), \
+                buses["green"].consumer("billing", seen["green"].append, ("orders", "order.*")):
+            buses["blue"].publish("orders", "order.created", {"colour": "blue"})
+            assert wait_until(lambda: len(seen["blue"]) == 1)
+            time.sleep(0.3)
+    finally:
+        for bus in buses.values():
+            bus.close()
+    assert seen["green"] == []
+    assert seen["blue"][0].exchange == "orders"  # handlers see the logical name
+    assert broker.count(f"{broker.prefix}.blue.billing") == 0
