@@ -65,7 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     names = ["mongo", "chaos", *topology.services]
     printer = None if args.quiet else LogPrinter(names, colour=None if args.colour else False)
     supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, chaos=args.chaos,
-                            on_line=printer)
+                            namespace=args.namespace, on_line=printer)
     supervisor.install_signal_handlers()
     try:
         seconds = supervisor.start(fresh=args.fresh)
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fresh", action="store_true", help="start with empty databases")
     up.add_argument("--quiet", action="store_true", help="do not stream service logs")
     up.add_argument("--no-colour", dest="colour", action="store_false")
+    up.add_argument("--namespace", default=os.environ.get("BUS_NAMESPACE", ""),
+                    help="prefix for RabbitMQ exchanges and queues, so sandboxes sharing "
+                         "a broker stay apart")
     up.add_argument("--no-chaos", dest="chaos", action="store_false",
                     help="wire services straight to each other, without chaos proxies")
     up.set_defaults(handler=cmd_up)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -30,7 +31,9 @@ class SandboxError(RuntimeError):
 class SandboxProcess:
     def __init__(self, run_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.run_dir = RunDir(Path(run_dir))
-        self.args = list(args) or ["--free-ports"]
+        # Free ports and a namespace of its own: runs never collide on ports or on the broker.
+        self.namespace = f"sandbox-{uuid.uuid4().hex[:8]}"
+        self.args = list(args) or ["--free-ports", "--namespace", self.namespace]
         self.env = {**os.environ, **(env or {})}
         self.popen: subprocess.Popen[str] | None = None
         self.state: dict = {}

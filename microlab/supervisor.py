@@ -95,7 +95,7 @@ def supervisor_alive(state: dict | None) -> bool:
 
 class Supervisor:
     def __init__(self, topology: Topology, plan: PortPlan, run_dir: RunDir, *,
-                 amqp_url: str = DEFAULT_AMQP_URL, chaos: bool = True,
+                 amqp_url: str = DEFAULT_AMQP_URL, chaos: bool = True, namespace: str = "",
                  on_line: Callable[[str, str], None] | None = None,
                  out: Callable[[str], None] = print) -> None:
         self.topology = topology
@@ -103,6 +103,7 @@ class Supervisor:
         self.run_dir = run_dir
         self.amqp_url = amqp_url
         self.chaos = chaos
+        self.namespace = namespace
         self.out = out
         self.started_at = time.time()
         self.startup_seconds: float | None = None
@@ -131,6 +132,7 @@ class Supervisor:
                    # Every service appends its spans to one file the dashboard reads.
                    "OTEL_TRACES_EXPORTER": "jsonl",
                    "TRACE_FILE": str(self.run_dir.path / "traces.jsonl"),
+                   "BUS_NAMESPACE": self.namespace,
                    **service_env(self.topology, self.plan, name, through_proxies=self.chaos,
                                  amqp_url=self.amqp_url)}
             processes[name] = ManagedProcess(
@@ -343,6 +345,7 @@ class Supervisor:
             "started_at": self.started_at,
             "startup_s": self.startup_seconds,
             "amqp_url": self.amqp_url,
+            "namespace": self.namespace,
             "plan": self.plan.to_json(),
             "urls": self.urls(),
             "pids": {name: process.pid for name, process in self.processes.items()

@@ -74,7 +74,8 @@ class ServiceKit:
         self.settings = settings
         self.tokens = Tokens(secret_from_env(), issuer=TOKEN_ISSUER, audience=TOKEN_AUDIENCE)
         self.db: Database | None = connect_database(settings) if settings.mongo_url else None
-        self.bus: Bus | None = (Bus(settings.amqp_url, headers_provider=outgoing_context)
+        self.bus: Bus | None = (Bus(settings.amqp_url, headers_provider=outgoing_context,
+                                    namespace=settings.bus_namespace)
                                 if settings.amqp_url else None)
         checks = dict(health_checks or {})
         if self.db is not None:
@@ -82,6 +83,7 @@ class ServiceKit:
         if self.bus is not None:
             checks["consumers"] = self._check_consumers
         self.app: Flask = create_service_app(settings.name, health_checks=checks)
+        self.app.extensions["kit"] = self  # so tests and tools can reach it from the app
         setup_tracing(settings.name, self.app)
         self.api = Api(self.app, title=title, description=description, tokens=self.tokens)
         self.breakers = BreakerRegistry(listeners=(_log_breaker_change,),

@@ -5,7 +5,7 @@ machine they were written on. The supervisor (local mode) and docker compose set
 variables with different values; the code never knows which mode it is in.
 
 Variables: SERVICE_NAME, HOST, PORT, MICROLAB_ENV (dev by default), MONGO_URL, MONGO_DB,
-AMQP_URL, CONSUL_URL, REDIS_URL, and one <PEER>_URL per service called (e.g. PAYMENTS_URL).
+AMQP_URL, BUS_NAMESPACE (a prefix on exchange and queue names), CONSUL_URL, REDIS_URL, and one <PEER>_URL per service called (e.g. PAYMENTS_URL).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class ServiceSettings:
     amqp_url: str | None = None
     consul_url: str | None = None
     redis_url: str | None = None
+    bus_namespace: str = ""
     peers: dict[str, str] = field(default_factory=dict)
     threads: int = 16
 
@@ -65,6 +66,7 @@ class ServiceSettings:
             amqp_url=environ.get("AMQP_URL"),
             consul_url=environ.get("CONSUL_URL"),
             redis_url=environ.get("REDIS_URL"),
+            bus_namespace=environ.get("BUS_NAMESPACE", ""),
             peers=peers,
             threads=int(threads),
         )

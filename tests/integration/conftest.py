@@ -7,14 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 from microlab.launcher import SandboxProcess
+from microlab.rabbit import delete_namespace
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+def sandbox(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[SandboxProcess]:
     runner = SandboxProcess(tmp_path_factory.mktemp("sandbox") / "run")
     runner.start()
     try:
         yield runner
     finally:
         code = runner.stop()
+        delete_namespace(amqp_url, runner.namespace)
         assert code == 0, f"microlab up exited with {code}:\n{runner.output()[-3000:]}"
