@@ -51,6 +51,12 @@ class Endpoint(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # asyncio only disables Nagle on sockets it made with proto=IPPROTO_TCP; ours are
+            # accepted from a listener made by hand. With Nagle on, a reply the upstream writes
+            # in two parts (headers, body) waits for a delayed ACK: ~40 ms stalls.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.pause_reading()
         if self._on_made:
             self._on_made()
