@@ -1,0 +1,130 @@
+"""Payments' MongoDB adapter: payments (with their outbox) and provider settings.
+
+The payment document is also the idempotency record: a charge's `_id` comes from its key and
+it keeps the response that was sent (`charge_response`); a refund stores its key (unique) and
+its response (`refund_response`) in the same write that marks the payment refunded. So the
+result and the key that produced it can never be separated by a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from patterns.api import NotFound
+from patterns.outbox import Outbox
+from services.payments import events
+from services.payments.domain import CAPTURED, REFUNDED, IdempotencyKeyReused, Provider
+
+Response = tuple[int, dict[str, Any]]
+
+
+def now() -> datetime:
+    """The current time as MongoDB keeps it (milliseconds), so what we answer is what we read."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def iso(moment: datetime | str | None) -> str | None:
+    """A stored time as ISO 8601 UTC. The embedded MongoDB returns a datetime written by `$set`
+    as text ("2026-01-02 03:04:05.678000"), so both forms are read."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=moment.tzinfo or UTC).isoformat()
+
+
+def public(payment: Mapping[str, Any]) -> dict[str, Any]:
+    """A payment as the API shows it."""
+    return {"id": payment["_id"], "order_id": payment["order_id"],
+            "user_id": payment["user_id"], "amount_cents": payment["amount_cents"],
+            "provider": payment["provider"], "status": payment["status"],
+            "reason": payment.get("reason"), "created_at": iso(payment["created_at"]),
+            "refunded_at": iso(payment.get("refunded_at"))}
+
+
+def stored_response(payment: Mapping[str, Any], field: str) -> Response:
+    response = json.loads(payment[field])
+    return response["status"], response["body"]
+
+
+class PaymentStore:
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.payments: Collection = outbox.collection
+        self.payments.create_index("order_id")
+        self.payments.create_index("user_id")
+        self.payments.create_index("refund_key", unique=True, sparse=True)
+
+    def get(self, payment_id: str) -> dict[str, Any] | None:
+        return self.payments.find_one({"_id": payment_id})
+
+    def record_charge(self, payment: dict[str, Any], response: Response) -> bool:
+        """Store a charge with the response it gets; False if its key was used already."""
+        status, body = response
+        try:
+            self.outbox.insert({**payment, "charge_response": json.dumps(
+                {"status": status, "body": body})}, events.payment_charged(payment))
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def record_refund(self, payment: Mapping[str, Any], key: str, now: datetime) -> bool:
+        """Mark a captured payment refunded under `key`; False if it was not captured any more.
+
+        Raises IdempotencyKeyReused when `key` already refunded another payment."""
+        refunded = {**payment, "status": REFUNDED, "refunded_at": now}
+        response = json.dumps({"status": 200, "body": public(refunded)})
+        try:
+            return self.outbox.update(
+                {"_id": payment["_id"], "status": CAPTURED},
+                {"$set": {"status": REFUNDED, "refunded_at": now, "refund_key": key,
+                          "refund_response": response}},
+                events.payment_refunded(payment))
+        except DuplicateKeyError:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used to refund another payment") from None
+
+    def search(self, criteria: Mapping[str, Any], page: int, limit: int
+               ) -> tuple[list[dict[str, Any]], int]:
+        total = self.payments.count_documents(dict(criteria))
+        found = (self.payments.find(dict(criteria)).sort("created_at", DESCENDING)
+                 .skip((page - 1) * limit).limit(limit))
+        return [public(payment) for payment in found], total
+
+
+class ProviderStore:
+    """Each provider's settings, one document per provider, kept across restarts."""
+
+    def __init__(self, collection: Collection, defaults: Iterable[Provider]) -> None:
+        self.collection = collection
+        for provider in defaults:
+            settings = provider.as_dict()
+            self.collection.update_one({"_id": settings.pop("name")},
+                                       {"$setOnInsert": settings}, upsert=True)
+
+    def all(self) -> list[Provider]:
+        return [self._provider(document) for document in self.collection.find().sort("_id")]
+
+    def get(self, name: str) -> Provider:
+        document = self.collection.find_one({"_id": name})
+        if document is None:
+            raise NotFound(f"no provider named {name!r}", provider=name)
+        return self._provider(document)
+
+    def save(self, provider: Provider) -> None:
+        settings = provider.as_dict()
+        self.collection.replace_one({"_id": settings.pop("name")}, settings)
+
+    @staticmethod
+    def _provider(document: Mapping[str, Any]) -> Provider:
+        # bool(): a flag written by $set comes back as 1/0 from the embedded MongoDB.
+        return Provider(name=document["_id"], failure_rate=float(document["failure_rate"]),
+                        latency_ms=int(document["latency_ms"]), down=bool(document["down"]))
