@@ -41,6 +41,7 @@ class Service:
     description: str
     uses: tuple[str, ...]
     calls: tuple[str, ...]
+    threads: int = 16
 
     @property
     def module(self) -> str:
@@ -102,7 +103,8 @@ def load_topology(path: Path = TOPOLOGY_FILE) -> Topology:
     }
     services = {
         name: Service(name=name, port=spec["port"], description=spec["description"],
-                      uses=tuple(spec.get("uses", ())), calls=tuple(spec.get("calls", ())))
+                      uses=tuple(spec.get("uses", ())), calls=tuple(spec.get("calls", ())),
+                      threads=spec.get("threads", 16))
         for name, spec in data["services"].items()
     }
     topology = Topology(infrastructure, services, data["proxies"]["base_port"])
@@ -210,7 +212,8 @@ def service_env(topology: Topology, plan: PortPlan, name: str, *, through_proxie
         edge = Edge(name, target).name
         return plan.proxy_ports[edge] if through_proxies else plan.ports[target]
 
-    env = {"SERVICE_NAME": name, "HOST": LOOPBACK, "PORT": str(plan.ports[name])}
+    env = {"SERVICE_NAME": name, "HOST": LOOPBACK, "PORT": str(plan.ports[name]),
+           "THREADS": str(service.threads)}
     if "mongo" in service.uses:
         env["MONGO_URL"] = f"mongodb://{LOOPBACK}:{port_of('mongo')}/"
         env["MONGO_DB"] = name

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from patterns.auth import Claims, TokenError, Tokens
 from patterns.web import error_body
@@ -91,10 +92,35 @@ def _openapi_path(rule: str) -> str:
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
 
 
+# What a rule asks for, said without quoting the refused value (it may be a password).
+_RULES = {
+    "type": "must be of type {}",
+    "minLength": "must be at least {} characters long",
+    "maxLength": "must be at most {} characters long",
+    "minimum": "must be at least {}",
+    "maximum": "must be at most {}",
+    "exclusiveMinimum": "must be greater than {}",
+    "exclusiveMaximum": "must be less than {}",
+    "minItems": "must have at least {} items",
+    "maxItems": "must have at most {} items",
+    "pattern": "must match the pattern {}",
+    "format": "must be a valid {}",
+    "enum": "must be one of {}",
+    "const": "must be {}",
+}
+
+
+def _describe(error: ValidationError) -> str:
+    rule = _RULES.get(str(error.validator))
+    if rule is None:  # required, additionalProperties, ...: their messages name keys, not values
+        return error.message[:300]
+    return rule.format(json.dumps(error.validator_value))[:300]
+
+
 def _field_errors(validator: Draft202012Validator, instance: Any, prefix: str) -> list[dict]:
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     return [{"field": ".".join([prefix, *map(str, error.absolute_path)]).strip("."),
-             "message": error.message[:300]} for error in errors]
+             "message": _describe(error)} for error in errors]
 
 
 def _coerce(value: str, schema: Schema) -> Any:

@@ -303,7 +303,10 @@ class Consumer:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._worker.submit(self.bus.close).result(timeout)
+        try:
+            self._worker.submit(self.bus.close).result(timeout)
+        except RuntimeError:
+            pass  # at interpreter exit the pool takes no more work; the process closes sockets
         self._worker.shutdown(wait=True)
 
     @property

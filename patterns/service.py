@@ -94,6 +94,7 @@ class ServiceKit:
         self._peers: dict[str, ServiceClient] = {}
         self._relay: OutboxRelay | None = None
         self._registration: Registration | None = None
+        self._on_stop: list[Callable[[], None]] = []
         self.discovery = Discovery(settings.consul_url) if settings.consul_url else None
 
     # -- building blocks -------------------------------------------------------------------
@@ -131,6 +132,10 @@ class ServiceKit:
         return self._peers[name]
 
     # -- lifecycle -------------------------------------------------------------------------
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when the kit stops (a service's own threads, pools, sessions)."""
+        self._on_stop.append(callback)
+
     def start(self) -> ServiceKit:
         if self.bus is not None and self._outboxes:
             self._relay = OutboxRelay(self.bus, *self._outboxes).start()
@@ -145,6 +150,13 @@ class ServiceKit:
         return self
 
     def stop(self) -> None:
+        for callback in reversed(self._on_stop):
+            try:
+                callback()
+            except Exception:  # one failing hook must not keep the others from running
+                log.exception("stop hook failed")
+        self._on_stop.clear()
+        atexit.unregister(self.stop)
         if self._registration is not None:
             self._registration.stop()
         for consumer in self._consumers:

@@ -21,12 +21,14 @@ from werkzeug.exceptions import HTTPException
 
 from patterns.logs import request_id_var
 
-HealthCheck = Callable[[], None]  # raises when the dependency is unhealthy
+# A health check raises when its dependency is unhealthy; it may return a dict of details
+# (e.g. {"connected": 3}) shown beside its status.
+HealthCheck = Callable[[], dict | None]
 
 log = logging.getLogger("access")
 
 
-def error_body(status: int, code: str, message: str, **details: object) -> tuple[Response, int]:
+def error_body(status: int, code: str, message: str, /, **details: object) -> tuple[Response, int]:
     """The one error shape of every service: {"error": {"code", "message", ...}}."""
     body = {"code": code, "message": message, **details}
     if request_id_var.get():
@@ -35,7 +37,9 @@ def error_body(status: int, code: str, message: str, **details: object) -> tuple
 
 
 def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None = None) -> Flask:
-    """A Flask app with the shared behaviour; the service adds its blueprints to it."""
+    """A Flask app with the shared behaviour; the service adds its routes to it.
+
+    A route can add fields to its access log line with `g.access_log_extra = {...}`."""
     app = Flask(name)
     app.json.sort_keys = False
     started = time.monotonic()
@@ -55,6 +59,7 @@ def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None =
                 "method": request.method, "path": request.path, "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
                 "caller": request.headers.get("X-Service-Name"),
+                **g.get("access_log_extra", {}),  # a route may add fields, e.g. the upstream
             })
         return response
 
@@ -80,8 +85,8 @@ def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None =
         results = {}
         for check_name, check in checks.items():
             try:
-                check()
-                results[check_name] = {"status": "ok"}
+                details = check()
+                results[check_name] = {"status": "ok", **(details or {})}
             except Exception as error:  # a health check reports any failure, it never raises
                 results[check_name] = {"status": "down", "error": str(error)[:200]}
         healthy = all(result["status"] == "ok" for result in results.values())

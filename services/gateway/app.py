@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, g, request
 
 from patterns.api import NotFound
 from patterns.auth import Claims, TokenError, Tokens
@@ -80,7 +80,6 @@ def create_app(settings: ServiceSettings) -> Flask:
     kit = ServiceKit(settings, title="gateway", description=_routes_description())
     app = kit.app
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    logging.getLogger("access").addFilter(_ACCESS_FIELDS)
     upstreams = {
         name: Upstream(name, resolve=_resolver(kit, name), pool_size=settings.threads,
                        breaker=kit.breakers.get(
@@ -89,6 +88,7 @@ def create_app(settings: ServiceSettings) -> Flask:
         for name in UPSTREAMS
     }
     fanout = ThreadPoolExecutor(FANOUT_THREADS, thread_name_prefix="gateway-fanout")
+    kit.on_stop(fanout.shutdown)
     _guard_the_door(app, kit.tokens, _limiters(settings, config))
 
     @app.errorhandler(UpstreamUnavailable)
@@ -99,7 +99,7 @@ def create_app(settings: ServiceSettings) -> Flask:
 
     def forward(rest: str) -> Response:  # `rest` is request.path without its /api/
         destination = route_request(request.path)
-        g.access_fields["upstream"] = destination.service
+        g.setdefault("access_log_extra", {})["upstream"] = destination.service
         if not is_public(request.method, request.path):
             kit.api.authenticate()
         headers = upstream_request_headers(
@@ -114,6 +114,8 @@ def create_app(settings: ServiceSettings) -> Flask:
 
     app.add_url_rule("/api/<path:rest>", "forward", forward, methods=FORWARDED_METHODS,
                      provide_automatic_options=False)
+    app.add_url_rule("/socket.io/", "socketio", forward, defaults={"rest": ""},
+                     methods=["GET", "POST"], provide_automatic_options=False)
 
     @kit.api.get("/api/dashboard", auth=True, response=DASHBOARD, errors=(503,),
                  summary="The caller's profile, recent orders, unread notifications and a "
@@ -183,7 +185,7 @@ def _guard_the_door(app: Flask, tokens: Tokens,
             return None
         claims = _bearer_claims(tokens)
         user_id = claims.subject if claims else None
-        g.access_fields = {"upstream": None, "user_id": user_id}
+        g.access_log_extra = {"upstream": None, "user_id": user_id}
         bucket = limit_bucket(request.method, request.path)
         key = client_key(bucket, user_id, request.remote_addr or "unknown")
         try:
@@ -237,20 +239,6 @@ def _limiters(settings: ServiceSettings,
 
     return {"default": limiter(config.default_limit, "default"),
             "login": limiter(config.login_limit, "login")}
-
-
-class _AccessFields(logging.Filter):
-    """Adds the gateway's fields (`upstream`, `user_id`) to the access-log line that
-    patterns.web writes for each request, so there is still one line per request."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context():
-            for name, value in g.get("access_fields", {}).items():
-                setattr(record, name, value)
-        return True
-
-
-_ACCESS_FIELDS = _AccessFields()  # one instance: adding it again is a no-op
 
 
 # -- upstreams ---------------------------------------------------------------------------

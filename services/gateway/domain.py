@@ -39,6 +39,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/emails", "email", "/api/v1/emails"),
 )
 
+# Socket.IO's long-polling transport is plain HTTP, so the gateway carries it to notifications
+# too (a poll waits up to the ping interval, 25 s). WebSocket upgrades are not proxied: a client
+# that tries one stays on polling.
+SOCKET_IO = Route("/socket.io", "notifications", "/socket.io", read_timeout=60.0)
+
 UPSTREAMS: tuple[str, ...] = tuple(route.service for route in ROUTES)
 
 
@@ -54,7 +59,7 @@ class Destination:
 
 def route_request(path: str) -> Destination:
     """The upstream and upstream path for a gateway path; `NotFound` when no route has it."""
-    for route in ROUTES:
+    for route in (*ROUTES, SOCKET_IO):
         if path == route.prefix or path.startswith(route.prefix + "/"):
             rest = path[len(route.prefix):]
             if any(segment in (".", "..") for segment in rest.split("/")):
@@ -90,6 +95,8 @@ LOGIN_ROUTES: tuple[RouteRule, ...] = (
 # Everything else needs a valid bearer token; the services check it again themselves.
 PUBLIC_ROUTES: tuple[RouteRule, ...] = LOGIN_ROUTES + (
     RouteRule(frozenset({"GET", "HEAD"}), "/api/products", subtree=True),
+    # Notifications checks the token of the Socket.IO handshake itself.
+    RouteRule(frozenset({"GET", "POST"}), "/socket.io", subtree=True),
 )
 
 

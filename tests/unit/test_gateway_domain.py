@@ -239,3 +239,10 @@ def test_the_system_is_ok_only_when_every_upstream_is():
     assert health_summary({"users": "ok", "orders": "ok"})["status"] == "ok"
     report = health_summary({"users": "ok", "orders": "down"})
     assert report == {"status": "degraded", "services": {"users": "ok", "orders": "down"}}
+
+
+def test_socket_io_polling_goes_to_notifications_unchanged_and_is_public():
+    destination = route_request("/socket.io/")
+    assert (destination.service, destination.path) == ("notifications", "/socket.io/")
+    assert destination.route.read_timeout > 25  # outlasts a long-poll
+    assert is_public("GET", "/socket.io/") and is_public("POST", "/socket.io/")

@@ -242,6 +242,19 @@ def test_set_keeps_a_boolean_a_boolean(db: Database) -> None:
     assert db.notifications.find_one({"_id": "n1"})["read"] is True
 
 
+@pytest.mark.nx_gap("$set (and update_many, find_one_and_update) stores a top-level datetime "
+                    "as its text, so it reads back as a str; inserted datetimes stay datetimes")
+def test_set_keeps_a_datetime_a_datetime(db: Database) -> None:
+    created = dt.datetime(2026, 11, 25, 12, 0, 0)
+    db.orders.insert_one({"_id": "o1", "created_at": created, "updated_at": created})
+
+    db.orders.update_one({"_id": "o1"}, {"$set": {"updated_at": created + dt.timedelta(minutes=5)}})
+
+    order = db.orders.find_one({"_id": "o1"})
+    assert order["created_at"] == created
+    assert order["updated_at"] == created + dt.timedelta(minutes=5)
+
+
 def test_pull_removes_every_matching_value_and_only_those(db: Database) -> None:
     user_id = db.users.insert_one({
         "roles": ["user", "admin", "auditor", "admin"],
