@@ -44,7 +44,8 @@ def test_every_service_answers_health_with_its_name(sandbox):
 
 def test_services_with_a_database_report_it_in_health(sandbox):
     checks = requests.get(f"{sandbox.urls['users']}/health", timeout=3).json()["checks"]
-    assert checks == {"mongo": {"status": "ok"}}
+    assert checks["mongo"] == {"status": "ok"}
+    assert checks["consumers"] == {"status": "ok"}
 
 
 def test_status_command_shows_every_process_startup_and_memory(sandbox):

@@ -1,0 +1,304 @@
+"""Inventory in MongoDB: stock records and reservations, each rule one conditional write.
+
+`stock` — one document per product, `_id` = the product id (hot documents are addressed by
+`_id`: the embedded server scans for anything else). A movement is one `find_one_and_update`
+whose filter says what the counters must hold (`{"available": {"$gte": 3}}` to reserve 3), so
+two requests racing for the last units cannot both win: the database applies one, and the
+other's filter no longer matches. The document also lists, in `holds`, the reservations that
+hold some of its units. Taking units adds the reservation to `holds` in the same write, and
+only if it is not there yet; giving them back (or selling them) removes it, and only if it is
+there. So each reservation takes a product's units at most once and gives them back at most
+once, however often a step is retried or two copies of a request run at the same time.
+
+`reservations` — one document per reservation, `_id` = `res_…`, with its Idempotency-Key under
+a unique index. It is written first (status `pending`), then the lines are taken one by one,
+then one conditional status change (`pending` → `reserved` or `rejected`) decides the outcome
+and carries its event. Whoever finds a decided reservation brings the stock in line with it
+(`_settle`): a rejected or released one gives back every unit it still holds, a committed one
+sells them. A process that dies half-way leaves a `pending` reservation: a repeat of the request
+(same key) finishes it, and `recover_abandoned()` (at start, then every 15 s) releases those
+nobody came back for.
+
+Both collections are outboxes (`patterns.outbox`): `stock.reserved`, `stock.released` and
+`stock.reservation_failed` ride on the reservation's status change, `stock.low` on the stock
+record's alert flag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from patterns.api import Conflict, NotFound
+from patterns.outbox import Outbox
+from services.inventory import events
+from services.inventory.domain import (COMMIT, RELEASE, RESERVE, IdempotencyKeyReused,
+                                       InsufficientStock, Line, LowStockSignal, Movement,
+                                       Reservation, Status, Stock, fingerprint, iso,
+                                       low_stock_signal, merge_lines, new_reservation_id,
+                                       status_after_commit, status_after_release)
+
+log = logging.getLogger(__name__)
+
+HOLDS = "holds"
+_STOCK_FIELDS = ("available", "reserved", "sold", "low_stock_threshold", "low_stock_alerted")
+_STOCK_PROJECTION = {field: 1 for field in _STOCK_FIELDS}
+
+
+class StockStore:
+    def __init__(self, outbox: Outbox, *, now: Callable[[], datetime]) -> None:
+        self.outbox = outbox
+        self.collection = outbox.collection
+        self.now = now
+
+    def create(self, stock: Stock) -> bool:
+        """Store a new stock record; False if the product has one already."""
+        try:
+            self.outbox.insert({"_id": stock.product_id, **{
+                field: getattr(stock, field) for field in _STOCK_FIELDS}, HOLDS: []})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def find(self, product_id: str) -> Stock | None:
+        return _stock(self.collection.find_one({"_id": product_id}, _STOCK_PROJECTION))
+
+    def adjust(self, product_id: str, movement: Movement, quantity: int) -> Stock:
+        """Restock or write off; `NotFound` without a record, `InsufficientStock` if short."""
+        moved = self._move({"_id": product_id}, movement, quantity)
+        if moved is None:
+            self._refuse(product_id, quantity)
+        self.refresh_low_stock_alert(product_id)
+        return moved
+
+    def hold(self, product_id: str, quantity: int, holder: str) -> bool:
+        """Reserve units for `holder`; True if they are held (now or by an earlier attempt)."""
+        taken = self._move({"_id": product_id, HOLDS: {"$nin": [holder]}}, RESERVE, quantity,
+                           {"$push": {HOLDS: holder}})
+        return taken is not None or self._holds(product_id, holder)
+
+    def let_go(self, product_id: str, movement: Movement, quantity: int, holder: str) -> None:
+        """Release or sell (commit) what `holder` holds; nothing if it holds nothing here."""
+        self._move({"_id": product_id, HOLDS: holder}, movement, quantity,
+                   {"$pull": {HOLDS: holder}})
+
+    def shortage(self, product_id: str, quantity: int) -> InsufficientStock:
+        stock = self.find(product_id)
+        return InsufficientStock(product_id, quantity, stock.available if stock else 0)
+
+    def refresh_low_stock_alert(self, product_id: str) -> None:
+        """Raise stock.low if the product just became low, re-arm the alert if it recovered.
+
+        The flag flips in a write whose filter re-checks the counters, so an alert goes out
+        only if the stock is still low at that moment, and at most once per drop."""
+        stock = self.find(product_id)
+        signal = low_stock_signal(stock) if stock else None
+        if signal is None:
+            return
+        threshold = stock.low_stock_threshold
+        if signal is LowStockSignal.ALERT:
+            raised = self.outbox.update(
+                {"_id": product_id, "low_stock_alerted": False,
+                 "available": {"$lte": threshold}},
+                {"$set": {"low_stock_alerted": True}}, events.stock_low(stock, self.now()))
+            if raised:
+                log.warning("stock is low", extra={"product_id": product_id,
+                                                   "available": stock.available})
+        else:
+            self.collection.update_one(
+                {"_id": product_id, "low_stock_alerted": True, "available": {"$gt": threshold}},
+                {"$set": {"low_stock_alerted": False}})
+
+    def _move(self, selector: dict[str, Any], movement: Movement, quantity: int,
+              also: Mapping[str, Any] | None = None) -> Stock | None:
+        guard = {counter: {"$gte": least}
+                 for counter, least in movement.requires(quantity).items()}
+        return _stock(self.collection.find_one_and_update(
+            {**selector, **guard}, {"$inc": movement.changes(quantity), **(also or {})},
+            projection=_STOCK_PROJECTION, return_document=ReturnDocument.AFTER))
+
+    def _holds(self, product_id: str, holder: str) -> bool:
+        return self.collection.find_one({"_id": product_id, HOLDS: holder}, {"_id": 1}) is not None
+
+    def _refuse(self, product_id: str, quantity: int) -> NoReturn:
+        if self.find(product_id) is None:
+            raise NotFound(f"no stock record for product {product_id}")
+        raise self.shortage(product_id, quantity)
+
+
+class ReservationStore:
+    def __init__(self, outbox: Outbox, stock: StockStore, *, now: Callable[[], datetime],
+                 new_id: Callable[[], str] = new_reservation_id) -> None:
+        self.outbox = outbox
+        self.collection = outbox.collection
+        self.stock = stock
+        self.now = now
+        self.new_id = new_id
+        self.collection.create_index("idempotency_key", unique=True)
+        self.collection.create_index("order_id")
+        self.collection.create_index([("status", 1), ("created_at", 1)])
+
+    def find(self, reservation_id: str) -> Reservation:
+        return _reservation(self._get(reservation_id))
+
+    def reserve(self, order_id: str, items: Iterable[Mapping[str, Any]], key: str, *,
+                announce_failure: bool = False) -> dict[str, Any]:
+        """Reserve every line or none; the answer is kept under `key` and repeated for it.
+
+        Returns the reservation as first answered; raises `InsufficientStock` (as first
+        answered too) if a line was short, `IdempotencyKeyReused` if `key` came with another
+        body. `announce_failure` also publishes stock.reservation_failed (choreography)."""
+        items = list(items)
+        request = fingerprint(order_id, items)
+        document = self.collection.find_one({"idempotency_key": key})
+        if document is None:
+            document = self._open(order_id, merge_lines(items), key, request)
+        if document["fingerprint"] != request:
+            raise IdempotencyKeyReused(key)
+        if document["status"] == Status.PENDING:
+            document = self._complete(document, announce_failure)
+        return _answer(document)
+
+    def release(self, reservation_id: str) -> Reservation:
+        """Give the units back to available (idempotent: they go back once)."""
+        return self._change_status(reservation_id, status_after_release)
+
+    def commit(self, reservation_id: str) -> Reservation:
+        """Turn the reserved units into sold ones (idempotent)."""
+        return self._change_status(reservation_id, status_after_commit)
+
+    def recover_abandoned(self, older_than: timedelta) -> int:
+        """Release reservations left pending by a process that died; returns how many."""
+        cutoff = self.now() - older_than
+        stale = [document["_id"] for document in self.collection.find(
+            {"status": Status.PENDING, "created_at": {"$lt": cutoff}}, {"_id": 1})]
+        for reservation_id in stale:
+            self.release(reservation_id)
+            log.warning("abandoned reservation released", extra={
+                "reservation_id": reservation_id})
+        return len(stale)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _open(self, order_id: str, lines: tuple[Line, ...], key: str,
+              request: str) -> dict[str, Any]:
+        now = self.now()
+        document = {"_id": self.new_id(), "order_id": order_id,
+                    "items": [line.view() for line in lines], "status": str(Status.PENDING),
+                    "idempotency_key": key, "fingerprint": request, "created_at": now,
+                    "updated_at": now}
+        try:
+            self.outbox.insert(document)
+            return document
+        except DuplicateKeyError:  # a copy of this request opened it a moment ago
+            return self.collection.find_one({"idempotency_key": key})
+
+    def _complete(self, document: dict[str, Any], announce_failure: bool) -> dict[str, Any]:
+        """Take every line, then decide: reserved, or rejected at the first short line."""
+        reservation = _reservation(document)
+        shortage = None
+        for line in reservation.lines:
+            if not self.stock.hold(line.product_id, line.quantity, reservation.id):
+                shortage = self.stock.shortage(line.product_id, line.quantity)
+                break
+        now = self.now()
+        if shortage is None:
+            answer = {**reservation.public_view(), "status": str(Status.RESERVED),
+                      "updated_at": iso(now)}
+            decided = self.outbox.update(
+                {"_id": reservation.id, "status": Status.PENDING},
+                {"$set": {"status": str(Status.RESERVED), "answer": answer, "updated_at": now}},
+                events.stock_reserved(reservation, now))
+        else:
+            announcement = ([events.stock_reservation_failed(reservation, shortage, now)]
+                            if announce_failure else [])
+            decided = self.outbox.update(
+                {"_id": reservation.id, "status": Status.PENDING},
+                {"$set": {"status": str(Status.REJECTED), "failure": shortage.details,
+                          "updated_at": now}}, *announcement)
+        document = self._get(reservation.id)  # decided by us, or by a copy that got there first
+        if decided:
+            log.info("reservation decided", extra={
+                "reservation_id": reservation.id, "order_id": reservation.order_id,
+                "status": document["status"]})
+        self._settle(document)
+        return document
+
+    def _change_status(self, reservation_id: str,
+                       rule: Callable[[Status], Status]) -> Reservation:
+        document = self._get(reservation_id)
+        while True:
+            current = Status(document["status"])
+            target = rule(current)
+            if target == current:
+                break
+            now = self.now()
+            announcement = ([events.stock_released(_reservation(document), now)]
+                            if target == Status.RELEASED and current == Status.RESERVED else [])
+            changed = self.outbox.update({"_id": reservation_id, "status": current},
+                                         {"$set": {"status": str(target), "updated_at": now}},
+                                         *announcement)
+            document = self._get(reservation_id)
+            if changed:
+                log.info("reservation changed", extra={
+                    "reservation_id": reservation_id, "from": str(current), "to": str(target)})
+                break
+            # Someone changed it first: decide again from the status it has now.
+        self._settle(document)
+        return _reservation(document)
+
+    def _settle(self, document: dict[str, Any]) -> None:
+        """Bring the stock in line with a decided reservation (safe to repeat)."""
+        reservation = _reservation(document)
+        if reservation.status == Status.PENDING:
+            return  # not decided yet: whoever decides settles
+        for line in reservation.lines:
+            if reservation.status == Status.COMMITTED:
+                self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
+            elif reservation.status in (Status.REJECTED, Status.RELEASED):
+                self.stock.let_go(line.product_id, RELEASE, line.quantity, reservation.id)
+            self.stock.refresh_low_stock_alert(line.product_id)
+
+    def _get(self, reservation_id: str) -> dict[str, Any]:
+        document = self.collection.find_one({"_id": reservation_id})
+        if document is None:
+            raise NotFound(f"no reservation {reservation_id}")
+        return document
+
+
+def _answer(document: dict[str, Any]) -> dict[str, Any]:
+    """What a request with this reservation's key is answered, the first time and every time."""
+    if "answer" in document:
+        return document["answer"]
+    if document["status"] == Status.REJECTED:
+        raise InsufficientStock(**document["failure"])
+    raise Conflict("the attempt made with this Idempotency-Key was abandoned and its stock "
+                   "released; use a new key", reservation_id=document["_id"],
+                   reservation_status=document["status"])
+
+
+def _stock(document: dict[str, Any] | None) -> Stock | None:
+    if document is None:
+        return None
+    return Stock(product_id=document["_id"], available=document["available"],
+                 reserved=document["reserved"], sold=document["sold"],
+                 low_stock_threshold=document["low_stock_threshold"],
+                 low_stock_alerted=bool(document["low_stock_alerted"]))
+
+
+def _reservation(document: dict[str, Any]) -> Reservation:
+    return Reservation(id=document["_id"], order_id=document["order_id"],
+                       lines=tuple(Line(item["product_id"], item["quantity"])
+                                   for item in document["items"]),
+                       status=Status(document["status"]),
+                       created_at=_moment(document["created_at"]),
+                       updated_at=_moment(document["updated_at"]))
+
+
+def _moment(value: datetime | str) -> datetime:
+    """A stored datetime; nx-27017 turns one written by `$set` into "YYYY-MM-DD HH:MM:SS.ffffff"."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
