@@ -175,9 +175,10 @@ class Supervisor:
             ChaosClient(self.plan.url("chaos"), self.topology).populate(
                 edge_proxies(self.topology, self.plan))
         self._check_interrupted()
-        for name in self.services:
-            self.processes[name].start()
-        self._wait_healthy(self.services)
+        for wave in self.topology.waves():
+            for name in wave:
+                self.processes[name].start()
+            self._wait_healthy(wave)
         self.startup_seconds = round(time.monotonic() - began, 2)
         self._write_state(ready=True)
         return self.startup_seconds

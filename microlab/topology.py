@@ -42,6 +42,7 @@ class Service:
     uses: tuple[str, ...]
     calls: tuple[str, ...]
     threads: int = 16
+    wave: int = 2
 
     @property
     def module(self) -> str:
@@ -70,6 +71,12 @@ class Topology:
     infrastructure: dict[str, Infrastructure]
     services: dict[str, Service]
     proxy_base_port: int
+
+    def waves(self) -> list[list[str]]:
+        """Service names grouped by start wave, in wave order."""
+        numbers = sorted({service.wave for service in self.services.values()})
+        return [[name for name, service in self.services.items() if service.wave == number]
+                for number in numbers]
 
     def service(self, name: str) -> Service:
         try:
@@ -104,7 +111,7 @@ def load_topology(path: Path = TOPOLOGY_FILE) -> Topology:
     services = {
         name: Service(name=name, port=spec["port"], description=spec["description"],
                       uses=tuple(spec.get("uses", ())), calls=tuple(spec.get("calls", ())),
-                      threads=spec.get("threads", 16))
+                      threads=spec.get("threads", 16), wave=spec.get("wave", 2))
         for name, spec in data["services"].items()
     }
     topology = Topology(infrastructure, services, data["proxies"]["base_port"])

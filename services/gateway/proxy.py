@@ -13,8 +13,11 @@ module uses the same pieces (pooled `requests.Session`, `CircuitBreaker`) for ra
     answer = users.send("GET", "/api/v1/users/me", headers=headers, read_timeout=10)
 
 What the breaker counts: a 5xx answer and no answer (refused, reset, timed out). A 4xx is a
-healthy upstream refusing a bad request, so it counts as a success. A 5xx is still returned to
-the client as the upstream sent it; only the breaker's bookkeeping sees it as a failure.
+healthy upstream refusing a bad request, so it counts as a success. So is a 503: the upstream
+is up and says it cannot do this now, usually because one of *its* dependencies is down (orders
+answers 503 when payments is, after compensating). Counting it would let one dependency's
+outage open the gateway's breaker for a healthy service too: the cascade breakers exist to
+stop. Any answer is still returned to the client as the upstream sent it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ _QUERY_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 class _ServerError(Exception):
-    """A 5xx answer: counted against the breaker, then returned to the client as it is."""
+    """A 5xx answer (but 503): counted against the breaker, then returned as it is."""
 
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"upstream answered {response.status_code}")
@@ -125,6 +128,6 @@ class Upstream:
     def _send(self, prepared: requests.PreparedRequest,
               timeout: tuple[float, float]) -> requests.Response:
         response = self.session.send(prepared, timeout=timeout, allow_redirects=False)
-        if response.status_code >= 500:
+        if response.status_code >= 500 and response.status_code != 503:
             raise _ServerError(response)
         return response

@@ -306,6 +306,18 @@ def test_a_limiter_store_that_is_down_lets_requests_through(make_gateway, echo_e
 # -- circuit breakers -----------------------------------------------------------------------
 
 
+def test_an_upstream_answering_503_for_its_own_dependency_does_not_open_its_breaker(
+        make_gateway, upstreams):
+    # Orders answers 503 after compensating when payments is down: orders itself is healthy.
+    peers, calls = upstreams(orders={"status": 503})
+    gateway = make_gateway(peers, BREAKER_FAILURE_THRESHOLD="3")
+    client = gateway.test_client()
+    for _ in range(6):
+        assert client.get("/api/orders/ord_1", headers=bearer(gateway)).status_code == 503
+    assert len(calls) == 6  # every call reached orders: no breaker in the way
+    assert gateway.extensions["kit"].breakers.get("orders").state == "closed"
+
+
 def test_an_upstream_failing_with_500_opens_its_breaker_and_calls_then_fail_fast(
         make_gateway, upstreams):
     peers, calls = upstreams(payments={"status": 500})

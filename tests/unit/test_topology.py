@@ -103,3 +103,10 @@ base_port = 3
 def test_free_ports_are_distinct():
     ports = free_ports(50)
     assert len(set(ports)) == 50
+
+
+def test_consumers_start_in_the_first_wave_before_the_services_that_publish_at_start():
+    first, *later = TOPOLOGY.waves()
+    assert {"inventory", "notifications", "email", "registry"} <= set(first)
+    assert "products" in later[0] and "users" in later[0]  # they publish at start
+    assert sum(len(wave) for wave in TOPOLOGY.waves()) == len(TOPOLOGY.services)
