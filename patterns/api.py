@@ -117,6 +117,10 @@ def _describe(error: ValidationError) -> str:
     return rule.format(json.dumps(error.validator_value))[:300]
 
 
+def _operation_id(method: str, path: str) -> str:
+    return f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}"
+
+
 def _field_errors(validator: Draft202012Validator, instance: Any, prefix: str) -> list[dict]:
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     return [{"field": ".".join([prefix, *map(str, error.absolute_path)]).strip("."),
@@ -199,7 +203,8 @@ class Api:
                     return result
                 return jsonify(result), status
 
-            self.app.add_url_rule(rule, f"{view.__name__}_{method.lower()}", endpoint,
+            # Endpoint names come from the route, so two views may share a function name.
+            self.app.add_url_rule(rule, _operation_id(method, _openapi_path(rule)), endpoint,
                                   methods=[method])
             self._document(method, rule, summary, body, query, auth, status, response,
                            errors, tags)
@@ -260,7 +265,7 @@ class Api:
             "schema": {"$ref": "#/components/schemas/Error"}}}}
         operation: dict[str, Any] = {
             "summary": summary,
-            "operationId": f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}",
+            "operationId": _operation_id(method, path),
             "parameters": [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", path)

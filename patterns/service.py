@@ -13,6 +13,7 @@ gets, from its settings alone:
   (the chaos proxy of that edge locally) or the registry, with timeouts, a circuit breaker per
   peer and budgeted retries for idempotent calls;
 - `kit.tokens` — JWT issue/verify with the shared secret;
+- `GET /admin/breakers` (admin) — the state of each peer's circuit breaker;
 - registration in the registry with a heartbeat, when CONSUL_URL is set.
 
 `kit.start()` (called at the end of `create_app`) starts the background work — outbox relay,
@@ -31,7 +32,7 @@ from flask import Flask
 from pymongo.database import Database
 
 from patterns.api import Api
-from patterns.auth import Tokens, secret_from_env
+from patterns.auth import Claims, Tokens, secret_from_env
 from patterns.breaker import BreakerRegistry, CircuitBreaker, State
 from patterns.bus import Binding, Bus, Consumer, Handler
 from patterns.discovery import Discovery, Registration
@@ -96,6 +97,11 @@ class ServiceKit:
         self._registration: Registration | None = None
         self._on_stop: list[Callable[[], None]] = []
         self.discovery = Discovery(settings.consul_url) if settings.consul_url else None
+
+        @self.api.get("/admin/breakers", auth="admin",
+                      summary="This service's circuit breakers, one per peer it calls")
+        def breakers(user: Claims) -> dict:
+            return self.breakers.snapshot()
 
     # -- building blocks -------------------------------------------------------------------
     def collection(self, name: str):
