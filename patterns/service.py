@@ -88,7 +88,9 @@ class ServiceKit:
         setup_tracing(settings.name, self.app)
         self.api = Api(self.app, title=title, description=description, tokens=self.tokens)
         self.breakers = BreakerRegistry(listeners=(_log_breaker_change,),
-                                        is_failure=counts_against_peer)
+                                        is_failure=counts_against_peer,
+                                        failure_threshold=settings.breaker_failure_threshold,
+                                        recovery_timeout=settings.breaker_recovery_timeout)
         self.retry_budget = RetryBudget()
         self._outboxes: list[Outbox] = []
         self._consumers: list[Consumer] = []

@@ -5,7 +5,9 @@ machine they were written on. The supervisor (local mode) and docker compose set
 variables with different values; the code never knows which mode it is in.
 
 Variables: SERVICE_NAME, HOST, PORT, MICROLAB_ENV (dev by default), MONGO_URL, MONGO_DB,
-AMQP_URL, BUS_NAMESPACE (a prefix on exchange and queue names), CONSUL_URL, REDIS_URL, and one <PEER>_URL per service called (e.g. PAYMENTS_URL).
+AMQP_URL, BUS_NAMESPACE (a prefix on exchange and queue names), CONSUL_URL, REDIS_URL,
+THREADS, BREAKER_FAILURE_THRESHOLD and BREAKER_RECOVERY_TIMEOUT (defaults of the breakers on
+calls to peers), and one <PEER>_URL per service called (e.g. PAYMENTS_URL).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class ServiceSettings:
     bus_namespace: str = ""
     peers: dict[str, str] = field(default_factory=dict)
     threads: int = 16
+    breaker_failure_threshold: int = 5
+    breaker_recovery_timeout: float = 30.0
 
     @property
     def dev_mode(self) -> bool:
@@ -54,6 +58,16 @@ class ServiceSettings:
         threads = environ.get("THREADS", "16")
         if not threads.isdigit() or int(threads) < 1:
             raise SettingsError(f"THREADS must be a whole number >= 1, not {threads!r}")
+        breaker = {}
+        for field_name, variable, kind in (
+                ("breaker_failure_threshold", "BREAKER_FAILURE_THRESHOLD", int),
+                ("breaker_recovery_timeout", "BREAKER_RECOVERY_TIMEOUT", float)):
+            if variable in environ:
+                try:
+                    breaker[field_name] = kind(environ[variable])
+                except ValueError:
+                    raise SettingsError(f"{variable} must be a number, not "
+                                        f"{environ[variable]!r}") from None
         peers = {key[: -len("_URL")].lower(): value for key, value in environ.items()
                  if key.endswith("_URL") and key not in _INFRA_URLS}
         return cls(
@@ -69,6 +83,7 @@ class ServiceSettings:
             bus_namespace=environ.get("BUS_NAMESPACE", ""),
             peers=peers,
             threads=int(threads),
+            **breaker,
         )
 
 

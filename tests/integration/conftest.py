@@ -12,7 +12,9 @@ from microlab.rabbit import delete_namespace
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[SandboxProcess]:
-    runner = SandboxProcess(tmp_path_factory.mktemp("sandbox") / "run")
+    # Breakers retry after 3 s instead of 30, so tests can watch a recovery.
+    runner = SandboxProcess(tmp_path_factory.mktemp("sandbox") / "run",
+                            env={"BREAKER_RECOVERY_TIMEOUT": "3"})
     runner.start()
     try:
         yield runner

@@ -78,3 +78,30 @@ def test_unknown_edges_are_named_in_the_error(sandbox):
     result = chaos(sandbox, "down", "payments->orders")
     assert result.returncode == 1
     assert "unknown edge 'payments->orders'" in result.stderr
+
+
+def place_order(sandbox: SandboxProcess) -> requests.Response:
+    gateway = sandbox.urls["gateway"]
+    login = requests.post(f"{gateway}/api/users/login", timeout=10, json={
+        "email": "admin@microlab.local", "password": "admin-password"}).json()
+    headers = {"Authorization": f"Bearer {login['token']}"}
+    product = requests.get(f"{gateway}/api/products", params={"limit": 1}, timeout=10
+                           ).json()["items"][0]
+    return requests.post(f"{gateway}/api/orders", headers=headers, timeout=30, json={
+        "items": [{"product_id": product["id"], "quantity": 1}]})
+
+
+def test_an_order_fails_fast_while_orders_to_payments_is_down_and_succeeds_after_up(sandbox):
+    assert chaos(sandbox, "down", "orders->payments").returncode == 0
+    started = time.perf_counter()
+    failed = place_order(sandbox)
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["error"]["reason"] == "payments_unavailable"
+    assert time.perf_counter() - started < 2.0  # refused at once, compensated, answered
+
+    assert chaos(sandbox, "up", "orders->payments").returncode == 0
+    deadline = time.monotonic() + 20  # the breaker lets a trial through after 3 s here
+    while (answer := place_order(sandbox)).status_code != 201 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["status"] == "confirmed"
