@@ -513,7 +513,8 @@ def test_each_request_leaves_one_access_line_with_upstream_and_user(
 
 def test_the_openapi_document_covers_the_gateways_own_routes(make_gateway):
     document = make_gateway({}).test_client().get("/openapi.json").json
-    assert set(document["paths"]) == {"/api/dashboard", "/api/health", "/api/admin/breakers",
+    assert set(document["paths"]) == {"/admin/breakers", "/api/dashboard", "/api/health",
+                                      "/api/admin/breakers",
                                       "/api/admin/breakers/{name}/reset"}
     for route in ROUTES:
         assert route.prefix in document["info"]["description"]

@@ -18,7 +18,7 @@ from services.inventory.app import create_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 
-OPERATIONS = [("GET", "/api/v1/inventory/{product_id}"),
+OPERATIONS = [("GET", "/admin/breakers"), ("GET", "/api/v1/inventory/{product_id}"),
               ("POST", "/api/v1/inventory/{product_id}/adjust"),
               ("POST", "/api/v1/inventory/reservations"),
               ("GET", "/api/v1/inventory/reservations/{reservation_id}"),

@@ -28,7 +28,7 @@ def test_no_generated_request_makes_the_service_fail(build_app, make_settings):
     signed_in = {"Authorization": f"Bearer {token}"}
     operations = [result.ok() for result in
                   schemathesis.openapi.from_wsgi("/openapi.json", app).get_all_operations()]
-    assert len(operations) == 3, [operation.label for operation in operations]
+    assert len(operations) == 4, [operation.label for operation in operations]
 
     for operation in operations:
         cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),

@@ -18,7 +18,8 @@ from services.products.app import create_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 
-OPERATIONS = [("GET", "/api/v1/products"), ("POST", "/api/v1/products"),
+OPERATIONS = [("GET", "/admin/breakers"),
+              ("GET", "/api/v1/products"), ("POST", "/api/v1/products"),
               ("GET", "/api/v1/products/{product_id}"),
               ("PATCH", "/api/v1/products/{product_id}")]
 
