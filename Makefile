@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: up down status test test-fast venv clean
+.PHONY: up down status test test-fast bench venv clean
 
 up: $(STAMP)                 ## start the sandbox in the foreground (Ctrl-C stops it)
 	$(PY) -m microlab up $(ARGS)
@@ -20,6 +20,10 @@ test: $(STAMP)               ## every test: unit, contract, whole-sandbox integr
 
 test-fast: $(STAMP)          ## unit tests only
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+bench: $(STAMP)              ## benchmarks (loopback only); numbers go to reports/*.md
+	$(PY) -m bench.proxy_bench --out reports/bench-proxy.md
+	$(PY) -m bench.storage_bench --report reports/bench-storage.md
 
 venv: $(STAMP)
 
