@@ -14,6 +14,7 @@ notebook demo depends on how busy the machine is. Instead they take a `Clock`:
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 import time
 from typing import Protocol
 
@@ -71,3 +72,31 @@ class FakeClock:
         self.advance(seconds)
         with self._lock:
             self.slept.append(seconds)
+
+
+# -- timestamps as services store and show them -----------------------------------------------
+
+
+def utc_now_ms() -> datetime:
+    """Now, in UTC, to the millisecond: what MongoDB keeps, so what a service answers right
+    after a write is what it reads back later."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def stored_time(value: datetime | str | None) -> datetime | None:
+    """A timestamp read from MongoDB, as an aware UTC datetime. MongoDB returns UTC datetimes
+    without a zone, and the embedded server (nx-27017) returns one written by `$set` as text
+    ('2026-01-02 03:04:05.678000'): both are accepted."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso_utc(value: datetime | str | None) -> str | None:
+    """The one way every service shows a time: ISO 8601, UTC, milliseconds, 'Z'."""
+    moment = stored_time(value)
+    if moment is None:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

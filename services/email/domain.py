@@ -15,11 +15,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from patterns.api import Forbidden
 from patterns.auth import Claims
+from patterns.clock import iso_utc as iso
 
 ADMIN = "admin"
 SHOP = "Microlab Shop"
@@ -63,13 +64,6 @@ class Email:
         return {"id": self.id, "to": self.to, "subject": self.subject, "body": self.body,
                 "event_type": self.event_type, "message_id": self.message_id,
                 "related": dict(self.related), "created_at": iso(self.created_at)}
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC; MongoDB hands datetimes back without a zone, and they are UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def normalise_address(raw: str) -> str:

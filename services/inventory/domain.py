@@ -35,22 +35,16 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from patterns.api import Conflict
+from patterns.clock import iso_utc as iso
 
 DEFAULT_LOW_STOCK_THRESHOLD = 10  # the lesson's minimum stock level
 QUANTITY_MAX = 1_000_000
 LINES_MAX = 50
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC; MongoDB hands datetimes back without a zone, and they are UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_reservation_id() -> str:

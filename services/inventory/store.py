@@ -36,6 +36,7 @@ from pymongo.errors import DuplicateKeyError
 
 from patterns.api import Conflict, NotFound
 from patterns.outbox import Outbox
+from patterns.clock import stored_time as _moment
 from services.inventory import events
 from services.inventory.domain import (COMMIT, RELEASE, RESERVE, IdempotencyKeyReused,
                                        InsufficientStock, Line, LowStockSignal, Movement,
@@ -297,8 +298,3 @@ def _reservation(document: dict[str, Any]) -> Reservation:
                        status=Status(document["status"]),
                        created_at=_moment(document["created_at"]),
                        updated_at=_moment(document["updated_at"]))
-
-
-def _moment(value: datetime | str) -> datetime:
-    """A stored datetime; nx-27017 turns one written by `$set` into "YYYY-MM-DD HH:MM:SS.ffffff"."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value

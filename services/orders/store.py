@@ -10,7 +10,7 @@ status so writing it twice keeps one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -18,24 +18,10 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from patterns.outbox import Outbox
+from patterns.clock import utc_now_ms as now
+from patterns.clock import iso_utc as iso
 from services.orders import domain, events
 from services.orders.domain import CANCELLED, CONFIRMED
-
-
-def now() -> datetime:
-    """The current time as MongoDB keeps it (milliseconds), so what we answer is what we read."""
-    moment = datetime.now(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def iso(moment: datetime | str | None) -> str | None:
-    """A stored time as ISO 8601 UTC. The embedded MongoDB returns a datetime written by `$set`
-    as text ("2026-01-02 03:04:05.678000"), so both forms are read."""
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=moment.tzinfo or UTC).isoformat()
 
 
 def public(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,13 @@ from flask import Response as FlaskResponse
 
 from patterns.api import PAGE_QUERY, ApiError, BadRequest
 from patterns.auth import Claims
+from patterns.clock import utc_now_ms
 from patterns.logs import request_id_var
 from patterns.service import ServiceKit
 from patterns.settings import ServiceSettings
 from services.payments import domain
 from services.payments.domain import DEFAULT_PROVIDER, DEFAULT_PROVIDERS, MAX_LATENCY_MS
-from services.payments.store import (PaymentStore, ProviderStore, Response, now, public,
+from services.payments.store import (PaymentStore, ProviderStore, Response, public,
                                      stored_response)
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def create_app(settings: ServiceSettings) -> Flask:
         """Ask the provider, store the outcome under the key, answer as stored."""
         provider = providers.get(body.get("provider", DEFAULT_PROVIDER))
         decision = simulator.charge(provider, key)  # raises ProviderUnavailable: nothing stored
-        payment = domain.new_payment(key, body, provider.name, decision, now())
+        payment = domain.new_payment(key, body, provider.name, decision, utc_now_ms())
         if decision.captured:
             response: Response = (201, public(payment))
         else:
@@ -126,7 +127,7 @@ def create_app(settings: ServiceSettings) -> Flask:
         if payment.get("refund_key") == key:
             return stored_response(payment, "refund_response")
         domain.check_refundable(payment)
-        if not payments.record_refund(payment, key, now()):
+        if not payments.record_refund(payment, key, utc_now_ms()):
             # Changed under us: refunded by a concurrent request, with this key or another.
             return refund(payments.get(payment["_id"]), key)
         log.info("payment refunded", extra={"payment_id": payment["_id"],

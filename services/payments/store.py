@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING
@@ -19,26 +19,11 @@ from pymongo.errors import DuplicateKeyError
 
 from patterns.api import NotFound
 from patterns.outbox import Outbox
+from patterns.clock import iso_utc as iso
 from services.payments import events
 from services.payments.domain import CAPTURED, REFUNDED, IdempotencyKeyReused, Provider
 
 Response = tuple[int, dict[str, Any]]
-
-
-def now() -> datetime:
-    """The current time as MongoDB keeps it (milliseconds), so what we answer is what we read."""
-    moment = datetime.now(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def iso(moment: datetime | str | None) -> str | None:
-    """A stored time as ISO 8601 UTC. The embedded MongoDB returns a datetime written by `$set`
-    as text ("2026-01-02 03:04:05.678000"), so both forms are read."""
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=moment.tzinfo or UTC).isoformat()
 
 
 def public(payment: Mapping[str, Any]) -> dict[str, Any]:

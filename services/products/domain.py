@@ -11,10 +11,11 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from patterns.api import BadRequest
+from patterns.clock import iso_utc as iso
 
 NAME_MAX = 120
 DESCRIPTION_MAX = 2000
@@ -25,13 +26,6 @@ PRICE_MAX_CENTS = 10_000_000  # 100,000.00: enough for a lab, and a bound the fu
 SEARCH_MAX = 100
 
 EDITABLE_FIELDS = ("name", "description", "category", "price_cents", "active")
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC; MongoDB hands datetimes back without a zone, and they are UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_product_id() -> str:

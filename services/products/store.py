@@ -10,13 +10,13 @@ escaped and matched with `$regex` + `$options: "i"` (a compiled pattern would fa
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from patterns.outbox import Event, Outbox
+from patterns.clock import stored_time as _moment
 from services.products.domain import CatalogueQuery, Product
 
 FIELDS = ("name", "description", "category", "price_cents", "active", "created_at",
@@ -89,8 +89,3 @@ def _product(document: dict[str, Any] | None) -> Product | None:
                    price_cents=document["price_cents"], active=bool(document["active"]),
                    created_at=_moment(document["created_at"]),
                    updated_at=_moment(document["updated_at"]))
-
-
-def _moment(value: datetime | str) -> datetime:
-    """A stored datetime; nx-27017 turns one written by `$set` into "YYYY-MM-DD HH:MM:SS.ffffff"."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value

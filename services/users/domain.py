@@ -17,11 +17,12 @@ import secrets
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from patterns.api import BadRequest, Conflict, Forbidden, Unauthorized, Unprocessable
 from patterns.auth import Claims, hash_password, verify_password
+from patterns.clock import iso_utc as iso
 
 CUSTOMER, ADMIN = "customer", "admin"
 
@@ -72,15 +73,6 @@ class User:
             "updated_at": iso(self.updated_at),
             "password_changed_at": iso(self.password_changed_at),
         }
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC; MongoDB hands datetimes back without a zone, and they are UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_user_id() -> str:

@@ -8,13 +8,13 @@ that announce its changes (`patterns.outbox`).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from patterns.api import Conflict
 from patterns.outbox import Event, Outbox
+from patterns.clock import stored_time as _moment
 from services.users.domain import ADMIN, EmailTaken, User
 
 FIELDS = ("email", "name", "password_hash", "roles", "created_at", "updated_at",
@@ -77,9 +77,3 @@ def _user(document: dict[str, Any] | None) -> User | None:
                 created_at=_moment(document["created_at"]),
                 updated_at=_moment(document["updated_at"]),
                 password_changed_at=_moment(document.get("password_changed_at")))
-
-
-def _moment(value: datetime | str | None) -> datetime | None:
-    """The embedded MongoDB (nx-27017) returns a datetime written by `$set` as text
-    ('2026-01-02 03:04:05.678000'); a real MongoDB returns a datetime. Accept both."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
