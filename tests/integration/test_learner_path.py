@@ -217,3 +217,20 @@ def test_with_payments_cut_off_the_saga_compensates_and_the_breaker_opens(
         subprocess.run(sandbox.command("chaos", "reset"), capture_output=True)
     stock_after = browser.call("GET", f"/api/inventory/{product['id']}").json()
     assert stock_after["available"] == stock_before["available"]
+
+
+def test_the_order_left_one_trace_across_the_services_it_touched(sandbox, learner):
+    from patterns.tracing import load_spans, traces, waterfall
+
+    trace_file = sandbox.run_dir.path / "traces.jsonl"
+
+    def order_trace() -> list | None:
+        for spans in traces(load_spans(trace_file)).values():
+            services = {span["service"] for span in spans}
+            if {"gateway", "orders", "inventory", "payments"} <= services:
+                return spans
+        return None
+
+    spans = wait_for(order_trace, what="a trace through gateway, orders, inventory, payments")
+    drawing = waterfall(spans)
+    assert "orders" in drawing and "payments" in drawing

@@ -58,11 +58,26 @@ def test_status_command_shows_every_process_startup_and_memory(sandbox):
     assert 50 < total_mb < 4000
 
 
+def passing_instances(sandbox: SandboxProcess, service: str) -> list[dict]:
+    return requests.get(f"{sandbox.urls['registry']}/v1/health/service/{service}",
+                        params={"passing": "1"}, timeout=5).json()
+
+
+def test_every_service_registered_itself_in_the_registry(sandbox):
+    for service in SERVICES:
+        if service == "registry":
+            continue
+        instances = passing_instances(sandbox, service)
+        assert len(instances) == 1, service
+        assert instances[0]["Service"]["Port"] == int(sandbox.urls[service].rsplit(":", 1)[1])
+
+
 def test_stopped_service_refuses_connections_while_the_rest_answer(sandbox):
     row = sandbox.stop_service("payments")
     try:
         assert row["state"] == "stopped"
         assert health_status(sandbox, "payments") is None
+        assert passing_instances(sandbox, "payments") == []  # it deregistered on the way out
         for service in SERVICES:
             if service != "payments":
                 assert health_status(sandbox, service) == 200, service
