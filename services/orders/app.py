@@ -16,7 +16,6 @@ compensations that could not run (SAGA_RECOVERY_INTERVAL seconds, 10 by default)
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 from typing import Any
@@ -113,7 +112,7 @@ def create_app(settings: ServiceSettings) -> Flask:
     kit.start()
     interval = float(os.environ.get("SAGA_RECOVERY_INTERVAL", "10"))
     recovery = SagaRecovery(sagas, interval=interval).start()
-    atexit.register(recovery.stop)
+    kit.on_stop(recovery.stop)
     kit.app.extensions["orders.sagas"] = sagas
     kit.app.extensions["orders.recovery"] = recovery
     return kit.app
