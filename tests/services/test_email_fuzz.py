@@ -1,8 +1,5 @@
 """Schemathesis throws generated requests at the email service's own OpenAPI document, as an
 admin and as a customer, valid and invalid: the answer is never a 5xx.
-
-(`schemathesis.pytest.from_fixture` fails under pytest 9 — it sets `node._nodeid` — so each
-operation's strategy is driven by Hypothesis here directly.)
 """
 
 from __future__ import annotations
@@ -11,19 +8,15 @@ import time
 import uuid
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 
 from patterns.bus import Bus
 from services.email.app import create_app
+from tests.services.fuzzing import fuzz_every_operation
 
 # Schemathesis's negative mode trips a Hypothesis deprecation inside its own strategies.
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisDeprecationWarning")
-EXAMPLES = settings(max_examples=20, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture
@@ -48,15 +41,5 @@ def email_app(build_app, make_settings, bus_namespace, amqp_url):
 def test_email_api_never_answers_5xx(email_app, mode, roles, email):
     token = email_app.extensions["kit"].tokens.issue(
         "usr_fuzz", roles=roles, **({"email": email} if email else {}))
-    schema = schemathesis.openapi.from_wsgi("/openapi.json", email_app)
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 3  # with the kit's GET /admin/breakers
-
-    for operation in operations:
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @EXAMPLES
-        def never_5xx(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
-                                   checks=[not_a_server_error])
-
-        never_5xx()
+    fuzzed = fuzz_every_operation(email_app, {"Authorization": f"Bearer {token}"}, modes=[mode])
+    assert len(fuzzed) == 3  # with the kit's GET /admin/breakers

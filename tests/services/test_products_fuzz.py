@@ -1,20 +1,13 @@
 """Schemathesis throws generated input, valid and invalid, at the products API (described by its
 own /openapi.json), with an admin token: no request may end in a 5xx.
-
-(schemathesis' `from_fixture` does not run on pytest 9, so each operation is fuzzed by a plain
-Hypothesis test over the strategies schemathesis builds for it.)
 """
 
 from __future__ import annotations
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 
 from services.products.app import create_app
+from tests.services.fuzzing import fuzz_operation, operations_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 
@@ -36,21 +29,9 @@ def admin_headers(products_app) -> dict[str, str]:
 
 
 def test_every_operation_of_the_document_is_fuzzed(products_app):
-    document = products_app.test_client().get("/openapi.json").get_json()
-    declared = {(method.upper(), path) for path, methods in document["paths"].items()
-                for method in methods}
-    assert declared == set(OPERATIONS)
+    assert operations_of(products_app) == set(OPERATIONS)
 
 
 @pytest.mark.parametrize("method, path", OPERATIONS)
 def test_no_generated_request_makes_a_server_error(products_app, admin_headers, method, path):
-    operation = schemathesis.openapi.from_wsgi("/openapi.json", products_app)[path][method]
-    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                      operation.as_strategy(GenerationMode.NEGATIVE))
-
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(case=cases)
-    def no_server_error(case) -> None:
-        case.call_and_validate(headers=admin_headers, checks=[not_a_server_error])
-
-    no_server_error()
+    fuzz_operation(products_app, method, path, admin_headers)
