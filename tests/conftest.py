@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
+
+from microlab.embedded_mongo import running_mongo, wait_for_mongo
 
 # Code under test in this process (in-process apps, clients) exports no spans; the sandbox's
 # services get their own exporter from the supervisor.
@@ -26,3 +29,15 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 def amqp_url() -> str:
     """The RabbitMQ the tests use; the whole-sandbox tests need one (CI starts it)."""
     return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MONGO_URL when set (a real MongoDB), else one embedded server for the whole session."""
+    url = os.environ.get("MONGO_URL")
+    if url:
+        wait_for_mongo(url, timeout=10)
+        yield url
+        return
+    with running_mongo(tmp_path_factory.mktemp("mongo")) as embedded_url:
+        yield embedded_url

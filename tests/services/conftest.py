@@ -8,7 +8,6 @@ loopback ports when a test needs them.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,22 +17,10 @@ from flask import Flask
 from pymongo import MongoClient
 from werkzeug.serving import make_server
 
-from microlab.embedded_mongo import running_mongo, wait_for_mongo
 from microlab.rabbit import delete_namespace
 from patterns.settings import ServiceSettings
 
 NAMESPACE = f"svc-test-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="session")
-def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("MONGO_URL")
-    if url:
-        wait_for_mongo(url, timeout=10)
-        yield url
-        return
-    with running_mongo(tmp_path_factory.mktemp("services-mongo")) as embedded_url:
-        yield embedded_url
 
 
 @pytest.fixture(scope="session")

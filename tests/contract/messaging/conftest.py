@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -27,7 +26,6 @@ from pika.exceptions import AMQPError
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from microlab.embedded_mongo import running_mongo, wait_for_mongo
 from patterns.bus import Bus, dead_letter_queue, retry_queue, unrouted_queue
 
 RUN = uuid.uuid4().hex[:6]
@@ -46,17 +44,6 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 20.0, interval: 
 def wait_until() -> Callable[..., bool]:
     """Poll until condition() is true; generous timeouts, since other suites share the CPU."""
     return _wait_until
-
-
-@pytest.fixture(scope="session")
-def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("MONGO_URL")
-    if url:
-        wait_for_mongo(url, timeout=10)
-        yield url
-        return
-    with running_mongo(tmp_path_factory.mktemp("messaging-mongo")) as embedded_url:
-        yield embedded_url
 
 
 @pytest.fixture(scope="session")
