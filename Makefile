@@ -24,6 +24,7 @@ test-fast: $(STAMP)          ## unit tests only
 bench: $(STAMP)              ## benchmarks (loopback only); numbers go to reports/*.md
 	$(PY) -m bench.proxy_bench --out reports/bench-proxy.md
 	$(PY) -m bench.storage_bench --report reports/bench-storage.md
+	$(PY) -m bench.sandbox_bench --out reports/bench-sandbox.md
 
 venv: $(STAMP)
 
