@@ -6,6 +6,7 @@
     microlab logs SERVICE [-f] [-n LINES]
     microlab stop|start|restart SERVICE
     microlab chaos list | latency EDGE MS [--jitter MS] | down EDGE | up EDGE | reset
+    microlab check [--json]
 
 Edges are named caller->callee, e.g. 'orders->payments' (quote it: the shell reads `>`),
 or orders:payments without quotes.
@@ -25,8 +26,11 @@ import time
 from pathlib import Path
 
 import requests
+from pika.exceptions import AMQPError
+from pymongo.errors import PyMongoError
 
 from microlab.chaos import ChaosClient, ChaosError
+from microlab.checker import check, read_snapshot
 from microlab.console import LogPrinter, table
 from microlab.processes import ROOT
 from microlab.supervisor import (Interrupted, PreflightError, RunDir, StartupError, Supervisor,
@@ -213,6 +217,17 @@ def _describe_toxic(toxic: dict) -> str:
     return f"{toxic['type']}({attributes}) {toxic['stream']}"
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    state = _state_or_exit(_run_dir(args))
+    try:
+        report = check(read_snapshot(state))
+    except (PyMongoError, AMQPError) as error:
+        print(f"microlab: cannot read the sandbox's data: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microlab", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default=os.environ.get("MICROLAB_RUN_DIR",
@@ -270,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         edge_command = chaos_commands.add_parser(verb, help=text)
         edge_command.add_argument("edge")
     chaos_commands.add_parser("reset", help="every edge up, every toxic removed")
+
+    check_command = commands.add_parser(
+        "check", help="check the invariants over every service's data (exit 1 on a violation)")
+    check_command.add_argument("--json", action="store_true")
+    check_command.set_defaults(handler=cmd_check)
     return parser
 
 
