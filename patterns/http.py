@@ -47,8 +47,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError
 from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import NewConnectionError
 
-from patterns.breaker import CircuitBreaker
+from patterns.breaker import CircuitBreaker, CircuitOpenError
 from patterns.retry import Retry
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -75,14 +76,36 @@ class ServiceError(Exception):
 
 
 class ServiceUnavailable(ConnectionError):
-    """No answer came: the connection was refused or dropped, or a timeout expired."""
+    """No answer came: the connection was refused or dropped, or a timeout expired.
 
-    def __init__(self, service: str, method: str, url: str, reason: str) -> None:
+    `may_have_arrived` tells a lost answer from a request that never left: False only when no
+    attempt could have reached the peer (no connection was ever made), so whatever the request
+    asked for surely did not happen. A timed-out charge may have been made all the same."""
+
+    def __init__(self, service: str, method: str, url: str, reason: str,
+                 may_have_arrived: bool = True) -> None:
         super().__init__(f"{service} unavailable for {method} {url}: {reason}")
         self.service = service
         self.method = method
         self.url = url
         self.reason = reason
+        self.may_have_arrived = may_have_arrived
+
+
+def may_have_arrived(error: Exception) -> bool:
+    """After `ServiceClient.request` raised `error`, could the request have reached the peer (so
+    what it asked for may have happened)? Only a call that surely never left says no."""
+    if isinstance(error, ServiceError):
+        return True  # the peer answered: it got the request
+    return getattr(error, "may_have_arrived", True)
+
+
+def _may_have_arrived(error: requests.RequestException) -> bool:
+    """False when the request surely never reached the peer: the connection itself failed."""
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return not isinstance(reason, NewConnectionError)
 
 
 class BulkheadFull(Exception):
@@ -167,13 +190,29 @@ class ServiceClient:
         method = method.upper()
         outgoing = self._outgoing_headers(headers or {})
 
-        def attempt() -> requests.Response:
-            return self._send_guarded(method, path, params, json, outgoing)
+        arrived = False  # could any attempt have reached the peer?
 
-        if self.retry is not None and is_idempotent(method, outgoing):
-            response = self.retry.call(attempt)
-        else:
-            response = attempt()
+        def attempt() -> requests.Response:
+            nonlocal arrived
+            try:
+                return self._send_guarded(method, path, params, json, outgoing)
+            except ServiceUnavailable as error:
+                arrived = arrived or error.may_have_arrived
+                raise
+            except ServiceError:
+                arrived = True
+                raise
+
+        try:
+            if self.retry is not None and is_idempotent(method, outgoing):
+                response = self.retry.call(attempt)
+            else:
+                response = attempt()
+        except (ServiceUnavailable, CircuitOpenError, BulkheadFull) as error:
+            # Said of the whole call: an earlier attempt may have arrived even if the last one
+            # found the circuit open or the connection refused.
+            error.may_have_arrived = arrived
+            raise
         if response.status_code >= 400:  # a 4xx: the peer is fine, the request was not
             raise _service_error(self.service, method, response)
         return response
@@ -218,7 +257,8 @@ class ServiceClient:
                 method, url, params=params, json=json, headers=headers, timeout=self.timeout
             )
         except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
-            raise ServiceUnavailable(self.service, method, url, type(exc).__name__) from exc
+            raise ServiceUnavailable(self.service, method, url, type(exc).__name__,
+                                     may_have_arrived=_may_have_arrived(exc)) from exc
         if response.status_code >= 500:
             raise _service_error(self.service, method, response)
         return response

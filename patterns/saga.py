@@ -9,7 +9,7 @@ Orchestration — `SagaOrchestrator` runs a `Saga`'s steps in order:
 
 - a `Step` is an action and, optionally, the compensation that undoes it;
 - the saga log (`MongoSagaLog`, one document per saga) is written after every step: each step is
-  pending, done, failed or compensated, and the saga running, completed, compensating or
+  pending, done, failed, uncertain or compensated, and the saga running, completed, compensating or
   compensated;
 - when an action raises, its step is marked failed and the steps done so far are compensated in
   reverse order;
@@ -22,8 +22,12 @@ Orchestration — `SagaOrchestrator` runs a `Saga`'s steps in order:
 - a compensation that raises leaves the saga `compensating` for the next `recover()`, so
   compensations must succeed eventually (retry them) and accept "nothing to undo".
 
-An action that raises must have changed nothing — or, like a timed-out remote call, be retried
-with its key until the answer is definite — because failed steps are not compensated.
+An action that raises must have changed nothing, because failed steps are not compensated —
+unless its step's `may_have_applied(error)` says otherwise: a remote call that timed out or lost
+its answer may have taken effect all the same. That step is marked `uncertain` and compensated
+with the rest; its compensation must find out for itself what, if anything, there is to undo
+(ask the peer with the step's idempotency key; raise while it can't tell, so the next
+`recover()` asks again).
 
 Choreography — no coordinator: each service's `Participant` reacts to events and announces the
 outcome with a new event; a failure event makes the earlier participants run their compensations
@@ -55,6 +59,7 @@ log = logging.getLogger(__name__)
 
 # Step states.
 PENDING, DONE, FAILED, COMPENSATED = "pending", "done", "failed", "compensated"
+UNCERTAIN = "uncertain"  # failed, but may have taken effect: compensated like a done step
 # Saga statuses (COMPENSATED too).
 RUNNING, COMPLETED, COMPENSATING = "running", "completed", "compensating"
 
@@ -76,6 +81,8 @@ class Step:
     name: str
     action: Callable[[StepContext], Mapping[str, Any] | None]
     compensation: Callable[[StepContext], None] | None = None
+    # Given the action's exception, could it have taken effect anyway (a lost answer)?
+    may_have_applied: Callable[[Exception], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,8 @@ class SagaOrchestrator:
             except Exception as error:  # any failure of a step turns the saga around
                 log.warning("saga step failed, compensating", exc_info=True, extra={
                     "saga_id": record.id, "step": step.name})
-                record.steps[step.name] = FAILED
+                uncertain = step.may_have_applied is not None and step.may_have_applied(error)
+                record.steps[step.name] = UNCERTAIN if uncertain else FAILED
                 record.status = COMPENSATING
                 record.error = f"{step.name}: {type(error).__name__}: {error}"
                 self.saga_log.save(record)
@@ -216,7 +224,7 @@ class SagaOrchestrator:
 
     def _compensate(self, record: SagaRecord, steps: Sequence[Step]) -> None:
         for step in reversed(steps):
-            if record.steps[step.name] != DONE:
+            if record.steps[step.name] not in (DONE, UNCERTAIN):
                 continue
             if step.compensation is not None:
                 try:

@@ -62,8 +62,9 @@ class PeerUnavailable(OrderFailed):
 
     status, code = 503, "peer_unavailable"
 
-    def __init__(self, peer: str, message: str) -> None:
+    def __init__(self, peer: str, message: str, *, may_have_applied: bool = True) -> None:
         self.reason = f"{peer}_unavailable"
+        self.may_have_applied = may_have_applied  # could the peer have done it all the same?
         super().__init__(message, peer=peer)
 
 

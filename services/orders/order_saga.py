@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from patterns.api import ApiError
 from patterns.breaker import CircuitOpenError
-from patterns.http import BulkheadFull, ServiceError, ServiceUnavailable
+from patterns.http import BulkheadFull, ServiceError, ServiceUnavailable, may_have_arrived
 from patterns.saga import (COMPENSATING, COMPLETED, MongoSagaLog, Saga, SagaOrchestrator,
                            SagaRecord, Step, StepContext)
 from patterns.service import ServiceKit
@@ -78,7 +78,8 @@ class Peers:
                                             f"{_error_message(error)}") from error
             raise
         except (ServiceUnavailable, CircuitOpenError, BulkheadFull) as error:
-            raise PeerUnavailable(peer, f"{peer} is unavailable: {error}") from error
+            raise PeerUnavailable(peer, f"{peer} is unavailable: {error}",
+                                  may_have_applied=may_have_arrived(error)) from error
         return response.json() if response.content else None
 
     # -- products --------------------------------------------------------------------------
@@ -128,7 +129,10 @@ class Peers:
             raise PeerRejected(f"payments refused the charge: {_error_message(error)}") from error
         except PeerUnavailable:
             # No answer may still mean it was charged (the answer was lost): ask before giving up.
-            captured = self._captured_payment(order["_id"])
+            try:
+                captured = self.captured_payment(order["_id"])
+            except (PeerUnavailable, PeerRejected):
+                captured = None  # can't tell now: the saga's compensation asks again
             if captured is None:
                 raise
             return captured
@@ -136,11 +140,12 @@ class Peers:
     def refund(self, payment_id: str, key: str) -> None:
         self._undo("payments", f"/api/v1/payments/{payment_id}/refund", key)
 
-    def _captured_payment(self, order_id: str) -> str | None:
+    def captured_payment(self, order_id: str) -> str | None:
+        """The order's captured payment, if any; raises PeerUnavailable when payments cannot say."""
         try:
             found = self.call("payments", "GET", "/api/v1/payments", params={"order_id": order_id})
-        except (ServiceError, PeerUnavailable):
-            return None
+        except ServiceError as error:
+            raise PeerRejected(f"payments refused the lookup: {_error_message(error)}") from error
         captured = [p["id"] for p in found["items"] if p["status"] == "captured"]
         return captured[0] if captured else None
 
@@ -154,6 +159,12 @@ class Peers:
                 raise
             log.info("nothing to undo", extra={"peer": peer, "path": path,
                                                "status": error.status})
+
+
+def answer_was_lost(error: Exception) -> bool:
+    """Did a failed call perhaps take effect? Only a peer that may have got the request and
+    whose answer never came back (a 5xx or a dropped connection) leaves us unsure."""
+    return isinstance(error, PeerUnavailable) and error.may_have_applied
 
 
 class OrderSagaLog(MongoSagaLog):
@@ -208,9 +219,12 @@ class OrderSagas:
             Step("validate", self._remembered(self.validate)),
             Step("create_order", self._remembered(self.create_order),
                  compensation=self.cancel_order),
+            # A reservation or a charge whose answer was lost may have happened all the same:
+            # then it is compensated too, and the compensation asks the peer first.
             Step("reserve_stock", self._remembered(self.reserve_stock),
-                 compensation=self.release_stock),
-            Step("charge", self._remembered(self.charge), compensation=self.refund),
+                 compensation=self.release_stock, may_have_applied=answer_was_lost),
+            Step("charge", self._remembered(self.charge), compensation=self.refund,
+                 may_have_applied=answer_was_lost),
             Step("confirm", self._remembered(self.confirm)),
         ]), Saga(CANCEL_ORDER, [
             Step("refund_payment", self._remembered(self.refund_confirmed)),
@@ -310,7 +324,17 @@ class OrderSagas:
         return {"reservation_id": reservation_id}
 
     def release_stock(self, context: StepContext) -> None:
-        self.peers.release_reservation(context.data["reservation_id"], key=context.idempotency_key)
+        reservation_id = context.data.get("reservation_id")
+        if reservation_id is None:
+            # The reserve step failed: asking again with its key returns the reservation it made
+            # if the first answer was lost (or makes one, released at once: no net effect).
+            try:
+                reservation_id = self.peers.reserve_stock(
+                    context.data["order_id"], context.data["lines"],
+                    key=f"{context.saga_id}:reserve_stock")
+            except (InsufficientStock, PeerRejected):
+                return  # inventory refused it: nothing was reserved
+        self.peers.release_reservation(reservation_id, key=context.idempotency_key)
 
     def charge(self, context: StepContext) -> dict[str, Any]:
         order = {"_id": context.data["order_id"], "user_id": context.data["user_id"],
@@ -318,7 +342,14 @@ class OrderSagas:
         return {"payment_id": self.peers.charge(order, key=context.idempotency_key)}
 
     def refund(self, context: StepContext) -> None:
-        self.peers.refund(context.data["payment_id"], key=context.idempotency_key)
+        payment_id = context.data.get("payment_id")
+        if payment_id is None:
+            # The charge step failed: a lost answer may hide a capture. Raises while payments
+            # cannot be asked, so recovery asks again later.
+            payment_id = self.peers.captured_payment(context.data["order_id"])
+            if payment_id is None:
+                return
+        self.peers.refund(payment_id, key=context.idempotency_key)
 
     def confirm(self, context: StepContext) -> None:
         data = context.data

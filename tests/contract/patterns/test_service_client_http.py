@@ -16,7 +16,8 @@ from werkzeug.wrappers import Request, Response
 
 from patterns.breaker import CircuitBreaker, CircuitOpenError, State
 from patterns.clock import FakeClock
-from patterns.http import BulkheadFull, ServiceClient, ServiceError, ServiceUnavailable
+from patterns.http import (BulkheadFull, ServiceClient, ServiceError, ServiceUnavailable,
+                           may_have_arrived)
 from patterns.retry import Retry, RetryBudget
 
 
@@ -277,3 +278,16 @@ def test_the_bulkhead_rejects_the_call_beyond_its_limit(peer):
         assert [call.result(timeout=5) for call in held] == [{"held": True}] * 2
 
     assert inventory.get_json("/echo")["method"] == "GET", "slots are given back"
+
+
+def test_a_call_says_whether_it_may_have_reached_the_peer(peer, unique):
+    refused = ServiceClient("nowhere", f"http://127.0.0.1:{closed_port()}", retry=no_wait_retry())
+    with pytest.raises(ServiceUnavailable) as never_left:
+        refused.post_json("/charges", {}, idempotency_key=unique)
+    assert may_have_arrived(never_left.value) is False  # no connection, no charge
+
+    breaker = CircuitBreaker("payments", failure_threshold=1)
+    flaky = client(peer, breaker=breaker, retry=no_wait_retry())
+    with pytest.raises(CircuitOpenError) as opened:
+        flaky.post_json(f"/status/503/{unique}", {}, idempotency_key=unique)
+    assert may_have_arrived(opened.value) is True  # the first attempt got there

@@ -185,3 +185,27 @@ def test_actions_cannot_change_the_saga_data_behind_the_log(saga_log):
 
     assert record.status == COMPENSATED  # the TypeError counted as the step failing
     assert "TypeError" in (record.error or "")
+
+
+def test_a_failed_step_that_may_have_taken_effect_is_compensated_too(saga_log):
+    participants = Participants(STEPS, fail_at=["charge"])
+    plain = participants.saga()
+    # charge's answer may have been lost: it asks to be compensated even when it raised.
+    steps = [Step(step.name, step.action, step.compensation,
+                  may_have_applied=lambda error, name=step.name: name == "charge")
+             for step in plain.steps]
+    orchestrator = SagaOrchestrator(saga_log, Saga("place_order", steps))
+
+    record = orchestrator.run("place_order", {"order_id": "o-9"}, saga_id="o-9")
+
+    assert record.status == COMPENSATED
+    assert participants.done("undo") == ["charge", "reserve_stock", "validate"]
+    assert record.steps["charge"] == COMPENSATED
+
+
+def test_a_failed_step_is_not_compensated_unless_it_says_so(saga_log):
+    participants = Participants(STEPS, fail_at=["charge"])
+    record = SagaOrchestrator(saga_log, participants.saga()).run(
+        "place_order", {"order_id": "o-10"}, saga_id="o-10")
+    assert participants.done("undo") == ["reserve_stock", "validate"]
+    assert record.steps["charge"] == FAILED
