@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: up down status test test-fast bench venv clean
+.PHONY: up down status test test-fast bench chaos load venv clean
 
 up: $(STAMP)                 ## start the sandbox in the foreground (Ctrl-C stops it)
 	$(PY) -m microlab up $(ARGS)
@@ -25,6 +25,15 @@ bench: $(STAMP)              ## benchmarks (loopback only); numbers go to report
 	$(PY) -m bench.proxy_bench --out reports/bench-proxy.md
 	$(PY) -m bench.storage_bench --report reports/bench-storage.md
 	$(PY) -m bench.sandbox_bench --out reports/bench-sandbox.md
+	cat reports/bench-sandbox.md reports/bench-proxy.md reports/bench-storage.md > reports/bench.md
+	@echo "all numbers, with the machine they ran on: reports/bench.md"
+
+EXP ?= payments-outage
+chaos: $(STAMP)              ## one chaos experiment, EXP=name (chaos/*.json); verdict in reports/chaos/
+	$(PY) -m chaos.runner $(EXP)
+
+load: $(STAMP)               ## a load scenario (SCENARIO=breaker|retries|saga, ARGS=--short)
+	$(PY) -m loadtests.run $(SCENARIO) $(ARGS)
 
 venv: $(STAMP)
 

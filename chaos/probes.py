@@ -1,0 +1,184 @@
+"""The probes and actions the experiments in `chaos/*.json` call (Chaos Toolkit, Python provider).
+
+- `place_orders`: a small, bounded load: orders placed through the gateway by a few threads,
+  until `stop_placing_orders` is called, `max_orders` are placed or `max_seconds` pass. Run it
+  as a background activity, so it keeps going while the fault is on; it returns every order's
+  time and answer, which the journal keeps and `chaos.report` plots.
+- `check_invariants`: the invariant checker (`microlab check --json`), retried until the
+  system has settled; its `status` is the checker's exit code, so a tolerance of 0 means "no
+  violation".
+- `all_upstreams_ok`: a tolerance for an HTTP probe on the gateway's `/api/health`.
+- `wait_for_recovery`: how long the gateway takes to see every service healthy again.
+
+Only loopback gateways are accepted: this is a load generator, pointed at your own sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from microlab.processes import ROOT
+
+ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}  # dev-mode defaults
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+ORDER_TIMEOUT = 35.0  # seconds; the gateway gives orders 30 s before answering 504
+STOCK_MARGIN = 20  # units left on the shelf after the load, clear of low-stock alerts
+
+_stop_orders = threading.Event()
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+def _loopback(url: str) -> str:
+    if urlsplit(url).hostname not in LOOPBACK_HOSTS:
+        raise ValueError(f"{url} is not on this machine: the load only targets loopback")
+    return url.rstrip("/")
+
+
+def _admin_session(gateway: str) -> requests.Session:
+    session = requests.Session()
+    answer = session.post(f"{gateway}/api/users/login", json=ADMIN, timeout=10)
+    answer.raise_for_status()
+    session.headers["Authorization"] = f"Bearer {answer.json()['token']}"
+    return session
+
+
+def _stocked_product(session: requests.Session, gateway: str, wanted: int) -> str:
+    """A product of the catalogue, its stock topped up (admin adjust) so that the whole load
+    can buy it with a margin: orders that fail then fail because of the fault, not the shelf."""
+    products = session.get(f"{gateway}/api/products", params={"limit": 1}, timeout=10)
+    product_id = products.json()["items"][0]["id"]
+    stock = session.get(f"{gateway}/api/inventory/{product_id}", timeout=10).json()
+    missing = wanted + STOCK_MARGIN - stock["available"]
+    if missing > 0:
+        session.post(f"{gateway}/api/inventory/{product_id}/adjust", timeout=10,
+                     json={"operation": "add", "quantity": missing}).raise_for_status()
+    return product_id
+
+
+def _place_one(session: requests.Session, gateway: str, product_id: str) -> dict[str, Any]:
+    started = time.time()
+    try:
+        answer = session.post(f"{gateway}/api/orders", timeout=ORDER_TIMEOUT, json={
+            "items": [{"product_id": product_id, "quantity": 1}]})
+        status: int | None = answer.status_code
+        reason = _reason(answer)
+    except requests.RequestException as error:
+        status, reason = None, type(error).__name__
+    return {"at": started, "seconds": round(time.time() - started, 3), "status": status,
+            "reason": reason}
+
+
+def _reason(answer: requests.Response) -> str:
+    if answer.status_code < 400:
+        return answer.json().get("status", "")
+    try:
+        error = answer.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return answer.text[:80]
+    return error.get("reason") or error.get("code", "")
+
+
+def outcome_counts(orders: list[dict[str, Any]]) -> dict[str, int]:
+    """How many orders got each answer: {"201": 12, "503": 4, "no answer": 1}."""
+    counts = Counter("no answer" if order["status"] is None else str(order["status"])
+                     for order in orders)
+    return dict(sorted(counts.items()))
+
+
+def place_orders(gateway_url: str, max_orders: int = 60, max_seconds: float = 120.0,
+                 workers: int = 2, pause_seconds: float = 0.5) -> dict[str, Any]:
+    """Place orders of one unit through the gateway, `workers` at a time, until stopped."""
+    gateway = _loopback(gateway_url)
+    _stop_orders.clear()
+    session = _admin_session(gateway)
+    product_id = _stocked_product(session, gateway, max_orders)
+    deadline = time.monotonic() + max_seconds
+    orders: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not _stop_orders.is_set() and time.monotonic() < deadline:
+            with lock:
+                if len(orders) >= max_orders:
+                    return
+                orders.append({})  # hold the slot: the count never goes past max_orders
+                slot = len(orders) - 1
+            orders[slot] = _place_one(session, gateway, product_id)
+            _stop_orders.wait(pause_seconds)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(worker) for _ in range(workers)]:
+            future.result()
+    orders.sort(key=lambda order: order["at"])
+    return {"orders": orders, "counts": outcome_counts(orders)}
+
+
+def stop_placing_orders() -> None:
+    """End the background `place_orders`; orders in flight still get their answer."""
+    _stop_orders.set()
+
+
+# -- health and invariants ----------------------------------------------------------------------
+
+def all_upstreams_ok(value: dict[str, Any]) -> bool:
+    """Tolerance for an HTTP probe on /api/health: every service behind the gateway is ok."""
+    body = value.get("body")
+    if isinstance(body, str):
+        body = json.loads(body or "{}")
+    return value.get("status") == 200 and body.get("status") == "ok"
+
+
+def wait_for_recovery(gateway_url: str, within_seconds: float = 30.0) -> dict[str, float]:
+    """Poll /api/health until every service is ok; fail if that takes over `within_seconds`."""
+    gateway = _loopback(gateway_url)
+    started = time.monotonic()
+    while time.monotonic() - started < within_seconds:
+        try:
+            answer = requests.get(f"{gateway}/api/health", timeout=5)
+            if all_upstreams_ok({"status": answer.status_code, "body": answer.json()}):
+                return {"recovered_after_seconds": round(time.monotonic() - started, 2)}
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the gateway still sees a service unhealthy after {within_seconds} s")
+
+
+def _run_checker(run_dir: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "microlab", "--run-dir", str(run_dir), "check", "--json"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)  # exit 1 means violations: read the report
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        report = {"error": (result.stderr or result.stdout).strip()[-500:]}
+    return {"status": result.returncode, "report": report}
+
+
+def check_invariants(run_dir: str = ".microlab", settle_seconds: float = 0.0,
+                     interval_seconds: float = 2.0) -> dict[str, Any]:
+    """Run `microlab check --json`, again every `interval_seconds` while it finds violations,
+    for at most `settle_seconds` (sagas and events in flight show as violations for a moment).
+
+    Returns {"status": exit code (0: clean), "attempts", "waited_seconds", "report"}."""
+    path = Path(run_dir) if Path(run_dir).is_absolute() else ROOT / run_dir
+    started = time.monotonic()
+    attempts = 0
+    while True:
+        attempts += 1
+        result = _run_checker(path)
+        waited = time.monotonic() - started
+        if result["status"] == 0 or waited + interval_seconds > settle_seconds:
+            return {**result, "attempts": attempts, "waited_seconds": round(waited, 1)}
+        time.sleep(interval_seconds)

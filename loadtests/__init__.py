@@ -1,0 +1,1 @@
+"""Load scenarios (Locust, headless): `python -m loadtests.run breaker|retries|saga [--short]`."""
