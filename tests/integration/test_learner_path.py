@@ -11,25 +11,16 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
 import socketio
 
 from microlab.launcher import SandboxProcess
+from tests.helpers import wait_for
 
 ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}  # dev-mode defaults
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
 
 
 class Browser:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -21,18 +20,9 @@ from werkzeug.serving import make_server
 from patterns.bus import Bus
 from services.email.app import create_app
 from services.users.app import create_app as create_users_app
+from tests.helpers import wait_for
 
 NOWHERE = "http://127.0.0.1:9"  # a users URL for tests whose events carry the address
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout}s")
 
 
 @pytest.fixture

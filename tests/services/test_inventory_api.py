@@ -17,44 +17,12 @@ from patterns.bus import Bus, Message
 from patterns.outbox import Outbox
 from services.inventory.app import create_app
 from services.inventory.store import ReservationStore, StockStore
-
-
-class Recorder:
-    """Collects the events a queue of our own receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, message: Message) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def matching(self, match: Callable[[Message], bool]) -> list[Message]:
-        with self._lock:
-            return [message for message in self.messages if match(message)]
-
-    def wait_for(self, match: Callable[[Message], bool], count: int = 1,
-                 timeout: float = 15.0) -> list[Message]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.matching(match)
-            if len(found) >= count:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} matching events, got {len(found)}")
+from tests.helpers import EventRecorder, wait_for
 
 
 def about(routing_key: str, **facts) -> Callable[[Message], bool]:
     return lambda m: m.routing_key == routing_key and all(
         m.body.get(name) == value for name, value in facts.items())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -65,8 +33,8 @@ def bus(amqp_url: str, bus_namespace: str) -> Iterator[Bus]:
 
 
 @pytest.fixture
-def stock_events(bus: Bus) -> Iterator[Recorder]:
-    recorder = Recorder()
+def stock_events(bus: Bus) -> Iterator[EventRecorder]:
+    recorder = EventRecorder()
     with bus.consumer(f"test.inventory.{uuid.uuid4().hex[:8]}", recorder, ("inventory", "stock.*")):
         yield recorder
 
@@ -111,7 +79,7 @@ def open_stock(bus: Bus, client) -> Callable[..., str]:
         if available:
             payload["initial_stock"] = available
         bus.publish("products", "product.created", payload)
-        wait_until(lambda: client.get(f"/api/v1/inventory/{product_id}").status_code == 200)
+        wait_for(lambda: client.get(f"/api/v1/inventory/{product_id}").status_code == 200)
         return product_id
 
     return open_stock

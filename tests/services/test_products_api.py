@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from patterns.bus import Bus, Message
+from patterns.bus import Bus
 from services.products.app import create_app
 from services.products.domain import DEMO_CATALOGUE
-
-
-class Recorder:
-    """Collects the events a queue of our own receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, message: Message) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def wait_for(self, match: Callable[[Message], bool], count: int = 1,
-                 timeout: float = 15.0) -> list[Message]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                found = [message for message in self.messages if match(message)]
-            if len(found) >= count:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} matching events, got {len(found)}")
+from tests.helpers import EventRecorder
 
 
 @pytest.fixture
-def product_events(amqp_url: str, bus_namespace: str) -> Iterator[Recorder]:
-    recorder = Recorder()
+def product_events(amqp_url: str, bus_namespace: str) -> Iterator[EventRecorder]:
+    recorder = EventRecorder()
     bus = Bus(amqp_url, namespace=bus_namespace)
     queue = f"test.products.{uuid.uuid4().hex[:8]}"
     with bus.consumer(queue, recorder, ("products", "product.*")):

@@ -7,25 +7,15 @@ import logging
 import statistics
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
 from patterns.bus import Bus, Message
 from services.users.app import create_app
 from services.users.domain import AdminNotConfigured
+from tests.helpers import wait_for
 
 PASSWORD = "correct horse"
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout}s")
 
 
 @pytest.fixture
