@@ -107,8 +107,11 @@ def test_a_busy_port_is_named_before_anything_starts(tmp_path):
 
 def test_startup_failure_names_the_service_and_shows_its_log(tmp_path):
     sandbox = SandboxProcess(tmp_path / "run", env={"BREAKER_RECOVERY_TIMEOUT": "soon"})
-    with pytest.raises(SandboxError) as failure:
-        sandbox.start(timeout=60)
+    try:
+        with pytest.raises(SandboxError) as failure:
+            sandbox.start(timeout=60)
+    finally:
+        sandbox.stop()  # had it started after all, it must not outlive the test
     message = str(failure.value)
     assert "startup failed" in message and "exited with code 2" in message
     assert "BREAKER_RECOVERY_TIMEOUT must be a number" in message
