@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import requests
 
+from microlab.launcher import admin_session
 from microlab.processes import ROOT
 
-ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}  # dev-mode defaults
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ORDER_TIMEOUT = 35.0  # seconds; the gateway gives orders 30 s before answering 504
 STOCK_MARGIN = 20  # units left on the shelf after the load, clear of low-stock alerts
@@ -44,14 +44,6 @@ def _loopback(url: str) -> str:
     if urlsplit(url).hostname not in LOOPBACK_HOSTS:
         raise ValueError(f"{url} is not on this machine: the load only targets loopback")
     return url.rstrip("/")
-
-
-def _admin_session(gateway: str) -> requests.Session:
-    session = requests.Session()
-    answer = session.post(f"{gateway}/api/users/login", json=ADMIN, timeout=10)
-    answer.raise_for_status()
-    session.headers["Authorization"] = f"Bearer {answer.json()['token']}"
-    return session
 
 
 def _stocked_product(session: requests.Session, gateway: str, wanted: int) -> str:
@@ -102,7 +94,7 @@ def place_orders(gateway_url: str, max_orders: int = 60, max_seconds: float = 12
     """Place orders of one unit through the gateway, `workers` at a time, until stopped."""
     gateway = _loopback(gateway_url)
     _stop_orders.clear()
-    session = _admin_session(gateway)
+    session = admin_session(gateway, timeout=10)
     product_id = _stocked_product(session, gateway, max_orders)
     deadline = time.monotonic() + max_seconds
     orders: list[dict[str, Any]] = []

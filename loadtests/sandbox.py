@@ -18,11 +18,11 @@ from pathlib import Path
 import requests
 
 from microlab.launcher import SandboxProcess
+from microlab.launcher import admin_session as gateway_admin_session
 from microlab.rabbit import delete_namespace
 from microlab.topology import load_topology
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}  # dev-mode defaults
 # The gateway's per-user rate limit (100 burst, 50/s) would turn a load test into a 429 test.
 UNLIMITED = {"RATE_LIMIT_CAPACITY": "100000", "RATE_LIMIT_REFILL_PER_SECOND": "100000"}
 
@@ -57,11 +57,7 @@ def chaos(sandbox: SandboxProcess, *args: str) -> None:
 
 
 def admin_session(sandbox: SandboxProcess) -> requests.Session:
-    session = requests.Session()
-    answer = session.post(f"{sandbox.urls['gateway']}/api/users/login", json=ADMIN, timeout=30)
-    answer.raise_for_status()
-    session.headers["Authorization"] = f"Bearer {answer.json()['token']}"
-    return session
+    return gateway_admin_session(sandbox.urls["gateway"])
 
 
 def check_invariants(sandbox: SandboxProcess, settle: float) -> tuple[int, dict, float]:

@@ -24,6 +24,19 @@ from microlab.processes import ROOT
 from microlab.supervisor import RunDir, supervisor_alive
 
 
+# The admin account users creates in dev mode (ADMIN_EMAIL/ADMIN_PASSWORD when set).
+DEV_ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}
+
+
+def admin_session(gateway: str, timeout: float = 30.0) -> requests.Session:
+    """A requests session logged in through the gateway as the dev-mode admin."""
+    session = requests.Session()
+    answer = session.post(f"{gateway}/api/users/login", json=DEV_ADMIN, timeout=timeout)
+    answer.raise_for_status()
+    session.headers["Authorization"] = f"Bearer {answer.json()['token']}"
+    return session
+
+
 class SandboxError(RuntimeError):
     pass
 

@@ -3,37 +3,14 @@ refunds happen once per Idempotency-Key, a down provider stores nothing, events 
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
-from patterns.bus import Bus, Message
+from patterns.bus import Bus
 from services.payments.app import create_app
-
-
-class Events:
-    """Every event of one exchange, collected by a consumer on a queue of its own."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, message: Message) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def wait_for(self, condition: Callable[[list[Message]], bool], timeout: float = 20.0
-                 ) -> list[Message]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if condition(list(self.messages)):
-                    return list(self.messages)
-            time.sleep(0.1)
-        raise AssertionError(f"events never matched; got {[m.routing_key for m in self.messages]}")
+from tests.helpers import EventRecorder
 
 
 @pytest.fixture
@@ -64,7 +41,7 @@ def admin(tokens):
 @pytest.fixture
 def payment_events(app, amqp_url):
     settings = app.extensions["kit"].settings
-    events = Events()
+    events = EventRecorder()
     bus = Bus(amqp_url, namespace=settings.bus_namespace)
     consumer = bus.consumer(f"test.payments.{uuid.uuid4().hex[:8]}", events,
                             ("payments", "payment.*")).start()
@@ -96,7 +73,7 @@ def test_two_charges_with_one_key_make_one_payment_and_one_event(client, admin, 
     listed = client.get("/api/v1/payments?order_id=ord_1", headers=admin).get_json()
     assert listed["total"] == 1 and [p["id"] for p in listed["items"]] == [payment["id"]]
 
-    messages = payment_events.wait_for(lambda got: len(got) >= 1)
+    messages = payment_events.wait_for(lambda message: True)
     time.sleep(1.0)  # a second event, if there were one, would have arrived by now
     assert [m.routing_key for m in payment_events.messages] == ["payment.captured"]
     assert messages[0].body["payment_id"] == payment["id"]
@@ -130,7 +107,8 @@ def test_a_provider_that_is_down_is_503_and_nothing_is_captured(client, admin, p
     set_provider(client, admin, "paypal-sim", down=False)  # back up: the same key tries again
     retried = charge(client, admin, "k-4", provider="paypal-sim", order_id="ord_down")
     assert retried.status_code == 201 and retried.get_json()["provider"] == "paypal-sim"
-    payment_events.wait_for(lambda got: [m.routing_key for m in got] == ["payment.captured"])
+    payment_events.wait_for(lambda message: True)
+    assert [m.routing_key for m in payment_events.messages] == ["payment.captured"]
 
 
 def test_a_declined_charge_is_402_stored_as_failed_and_repeats_as_402(
@@ -145,7 +123,7 @@ def test_a_declined_charge_is_402_stored_as_failed_and_repeats_as_402(
 
     stored = client.get(f"/api/v1/payments/{error['payment_id']}", headers=admin).get_json()
     assert stored["status"] == "failed" and "declined" in stored["reason"]
-    messages = payment_events.wait_for(lambda got: len(got) >= 1)
+    messages = payment_events.wait_for(lambda message: True)
     assert messages[0].routing_key == "payment.failed"
     assert messages[0].body["reason"] and messages[0].body["order_id"] == "ord_declined"
 
@@ -166,8 +144,7 @@ def test_a_payment_is_refunded_once(client, admin, payment_events):
     assert other_key.get_json()["error"]["code"] == "not_refundable"
     stored = client.get(f"/api/v1/payments/{payment['id']}", headers=admin).get_json()
     assert stored["status"] == "refunded" and stored["refunded_at"] == first.get_json()["refunded_at"]
-    payment_events.wait_for(lambda got: [m.routing_key for m in got] == [
-        "payment.captured", "payment.refunded"])
+    payment_events.wait_for(lambda message: True, count=2)
     time.sleep(1.0)
     assert [m.routing_key for m in payment_events.messages] == [
         "payment.captured", "payment.refunded"]
