@@ -80,6 +80,9 @@ def check_ports_free(plan: PortPlan, skip: tuple[str, ...] = ("rabbitmq",)) -> N
     busy = []
     for name, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers themselves do: a port held only by connections in TIME_WAIT (a
+            # sandbox stopped a moment ago) is free to listen on.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((LOOPBACK, port))
             except OSError as error:
