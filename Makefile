@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: up down status test test-fast bench chaos load venv clean
+.PHONY: up down status test test-fast bench chaos load lab notebooks notebook-mutants venv clean
 
 up: $(STAMP)                 ## start the sandbox in the foreground (Ctrl-C stops it)
 	$(PY) -m microlab up $(ARGS)
@@ -34,6 +34,15 @@ chaos: $(STAMP)              ## one chaos experiment, EXP=name (chaos/*.json); v
 
 load: $(STAMP)               ## a load scenario (SCENARIO=breaker|retries|saga, ARGS=--short)
 	$(PY) -m loadtests.run $(SCENARIO) $(ARGS)
+
+lab: $(STAMP)                ## JupyterLab on 127.0.0.1 against the sandbox (started if none runs)
+	$(PY) -m microlab.jupyter $(ARGS)
+
+notebooks: $(STAMP)          ## run every notebook headless on a sandbox of its own (NB="03 07")
+	$(PY) -m microlab.notebooks $(NB) $(ARGS)
+
+notebook-mutants: $(STAMP)   ## break a pattern, see the notebook teaching it fail
+	$(PY) -m tests.notebooks.mutants $(ARGS)
 
 venv: $(STAMP)
 

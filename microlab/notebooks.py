@@ -1,0 +1,163 @@
+"""Run the notebooks top to bottom, headless, against a sandbox of their own.
+
+    python -m microlab.notebooks            # every notebook in notebooks/, in order
+    python -m microlab.notebooks 03 07      # only these (by number or name)
+
+Starts a sandbox on free ports with a broker namespace of its own (a learner's `make up` is
+never touched), then for each notebook: converts the jupytext file to a notebook, runs it with
+nbclient in a fresh kernel (a per-cell timeout; cells tagged `raises-exception` may raise, any
+other error fails the notebook), writes the executed copy to `reports/notebooks/`, and checks
+that the notebook left the sandbox as it found it (then puts it back anyway, so one failure
+does not spill into the next notebook). One verdict line per notebook, the total time, and exit
+code 1 when any failed.
+
+To see that a notebook fails when the pattern it teaches is broken, run the runner of a copy of
+the project whose `patterns/` has the mutant (tests/notebooks does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from microlab.lab import Lab, sandbox_env
+from microlab.launcher import SandboxError, SandboxProcess
+from microlab.processes import ROOT
+from microlab.rabbit import delete_namespace
+
+NOTEBOOKS = ROOT / "notebooks"
+REPORTS = ROOT / "reports" / "notebooks"
+CELL_TIMEOUT = 120
+
+
+@dataclass
+class Verdict:
+    name: str
+    passed: bool
+    seconds: float
+    detail: str = ""
+
+    def line(self) -> str:
+        word = "PASS" if self.passed else "FAIL"
+        return f"{word}  {self.name:<28} {self.seconds:6.1f} s  {self.detail}".rstrip()
+
+
+def notebook_files(selection: list[str] | None = None) -> list[Path]:
+    """The notebooks, in reading order; `selection` picks by number prefix or name."""
+    files = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.py"))
+    if not selection:
+        return files
+    chosen = [path for path in files
+              if any(path.stem == wanted or path.stem.startswith(f"{wanted}-")
+                     or path.stem.split("-", 1)[0] == wanted for wanted in selection)]
+    unknown = [wanted for wanted in selection
+               if not any(path.stem.split("-", 1)[0] == wanted or path.stem == wanted
+                          or path.stem.startswith(f"{wanted}-") for path in files)]
+    if unknown:
+        raise SystemExit(f"no notebook called {', '.join(unknown)}; there are: "
+                         + ", ".join(path.stem for path in files))
+    return chosen
+
+
+def kernel_environment(state: dict, run_dir: Path) -> dict[str, str]:
+    """What every kernel starts with: the sandbox's URLs, the project importable, no ANSI
+    colours in tracebacks (they are read in reports and CI logs)."""
+    ipython_dir = Path(tempfile.mkdtemp(prefix="microlab-ipython-"))
+    profile = ipython_dir / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text(
+        'c.InteractiveShell.colors = "nocolor"\n'
+        # Every kernel says it runs over TCP without encryption: true on loopback, and noise.
+        'c.IPKernelApp.log_level = "ERROR"\n')
+    return {**sandbox_env(state, run_dir), "IPYTHONDIR": str(ipython_dir),
+            "PYTHONPATH": str(ROOT)}
+
+
+def first_error(notebook) -> str:
+    """The last line of the first error output: what a reader needs to see first."""
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"cell {index}: {output['ename']}: {output['evalue']}"[:300]
+    return ""
+
+
+def run_notebook(path: Path, lab: Lab, out_dir: Path, cell_timeout: int) -> Verdict:
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    began = time.monotonic()
+    notebook = jupytext.read(path)
+    client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    lab.snapshot = lab.take_snapshot()
+    passed, detail = True, ""
+    try:
+        client.execute()
+    except CellTimeoutError as error:
+        passed, detail = False, f"a cell ran over {cell_timeout} s: {str(error)[:200]}"
+    except CellExecutionError:
+        passed, detail = False, first_error(notebook) or "a cell raised"
+    except Exception as error:  # the kernel died, or could not start
+        passed, detail = False, f"{type(error).__name__}: {error}"[:300]
+    finally:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, out_dir / f"{path.stem}.ipynb")
+    left = lab.tidy()
+    if left and passed:
+        passed, detail = False, "left the sandbox changed: " + "; ".join(left)[:300]
+    return Verdict(path.stem, passed, time.monotonic() - began, detail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m microlab.notebooks",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="numbers or names (default: all)")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT)
+    parser.add_argument("--out", type=Path, default=REPORTS)
+    args = parser.parse_args(argv)
+    files = notebook_files(args.notebooks)
+    began = time.monotonic()
+    run_root = Path(tempfile.mkdtemp(prefix="microlab-notebooks-"))
+    print(f"notebooks: starting a sandbox for {len(files)} notebook(s) ...", flush=True)
+    sandbox = SandboxProcess(run_root / "run")
+    try:
+        sandbox.start()
+    except SandboxError as error:
+        print(f"notebooks: the sandbox did not start:\n{error}", file=sys.stderr)
+        return 2
+    verdicts: list[Verdict] = []
+    try:
+        os.environ.update(kernel_environment(sandbox.state, sandbox.run_dir.path))
+        lab = Lab.connect()
+        print(f"notebooks: sandbox up in {sandbox.state['startup_s']:.1f} s; "
+              f"executed copies go to {args.out}", flush=True)
+        for path in files:
+            print(f"  ... {path.stem}", flush=True)
+            try:
+                verdict = run_notebook(path, lab, args.out, args.cell_timeout)
+            except Exception:
+                verdict = Verdict(path.stem, False, 0.0, traceback.format_exc(limit=2)[-300:])
+            verdicts.append(verdict)
+            print(verdict.line(), flush=True)
+    finally:
+        code = sandbox.stop()
+        delete_namespace(sandbox.state.get("amqp_url", ""), sandbox.namespace)
+    failed = [verdict for verdict in verdicts if not verdict.passed]
+    print(f"notebooks: {len(verdicts) - len(failed)} passed, {len(failed)} failed "
+          f"in {time.monotonic() - began:.1f} s")
+    if code != 0:
+        print(f"notebooks: the sandbox exited with {code}:\n{sandbox.output()[-2000:]}")
+    return 1 if failed or code != 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · From processes to containers
+#
+# Nine services need something to start them in the right order, restart them when they crash,
+# wire each one to its peers and keep their configuration apart. On your laptop that is the
+# `microlab` supervisor and a tree of processes; with Docker it is `docker compose` and one
+# container per service; in a cluster it is Kubernetes. All three read the same facts: who runs,
+# on which port, and who talks to whom — [microlab/topology.toml](../microlab/topology.toml).
+#
+# Here you look at the process tree that runs right now, check that its wiring really goes through
+# the chaos proxies, and derive the compose service of each process from the same topology.
+
+# %%
+import psutil
+import yaml
+from IPython.display import Markdown, display
+
+from microlab.lab import Lab
+from microlab.topology import peer_env_name, plan_ports
+
+lab = Lab.connect()
+topology = lab.topology
+
+# %% [markdown]
+# ## The local process tree
+#
+# The supervisor starts each service as `python -m services.<name>`: a gunicorn master that
+# keeps one worker process with a pool of threads. Infrastructure runs beside them: the
+# embedded MongoDB and the chaos proxy (RabbitMQ is the machine's own).
+
+# %%
+status = {row["service"]: row for row in lab.status()["services"]}
+supervisor = psutil.Process(status["supervisor"]["pid"])
+tree = {child.pid: child for child in supervisor.children(recursive=True)}
+rows = []
+for name, row in status.items():
+    if name == "supervisor" or row["pid"] is None:
+        continue
+    process = psutil.Process(row["pid"])
+    workers = process.children(recursive=True)
+    command = " ".join(process.cmdline()[1:4])
+    rows.append(f"| {name} | {row['pid']} | {len(workers)} | {row['port']} | `{command}` |")
+    assert row["pid"] in tree, f"{name} is not a child of the supervisor"
+display(Markdown("| process | pid | children | port | command |\n|---|---|---|---|---|\n"
+                 + "\n".join(rows)))
+assert {row.split(" | ")[0][2:] for row in rows} >= set(topology.services)
+
+# %% [markdown]
+# ## The wiring: every hop through a proxy
+#
+# A service learns where its peers are from environment variables (`PAYMENTS_URL`,
+# `MONGO_URL`, ...), never from code. In local mode the supervisor points each of them at the
+# proxy of that edge, which is why any single hop can be slowed or cut. Read the real
+# environment of the running orders process:
+
+# %%
+listening = {state.listen.rsplit(":", 1)[1]: state.edge for state in lab.chaos.edges()}
+
+
+def wiring(service: str) -> dict[str, str]:
+    """Peer and infrastructure URLs in a running service's environment."""
+    environ = psutil.Process(status[service]["pid"]).environ()
+    names = [peer_env_name(callee) for callee in topology.service(service).calls]
+    names += [name for name in ("MONGO_URL", "AMQP_URL") if name in environ]
+    return {name: environ[name] for name in names}
+
+
+for name, url in wiring("orders").items():
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    print(f"{name:<14} {url:<42} → proxy of {listening.get(port, 'NO PROXY')}")
+
+for service in topology.services:
+    for name, url in wiring(service).items():
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        assert port in listening, f"{service}: {name}={url} bypasses the chaos proxies"
+
+# %% [markdown]
+# ## The same service under compose
+#
+# Under `docker compose` each process becomes a container of one image; the command picks the
+# service. Peers are found by their compose names instead of `127.0.0.1`, and each edge still runs
+# through a proxy, now the real Toxiproxy container. Here is the compose service derived from
+# the topology for orders, with the very variable names its process reads above:
+
+# %%
+def compose_service(name: str) -> dict:
+    service = topology.service(name)
+    proxy_ports = plan_ports(topology).proxy_ports  # the default ports, as in `make up`
+
+    def through_proxy(callee: str) -> str:
+        return f"toxiproxy:{proxy_ports[f'{name}->{callee}']}"
+
+    environment = {peer_env_name(callee): f"http://{through_proxy(callee)}"
+                   for callee in service.calls}
+    if "mongo" in service.uses:
+        environment["MONGO_URL"] = f"mongodb://{through_proxy('mongo')}/"
+    if "rabbitmq" in service.uses:
+        environment["AMQP_URL"] = f"amqp://guest:guest@{through_proxy('rabbitmq')}/"
+    depends = {callee: {"condition": "service_healthy"}
+               for callee in service.calls if callee != "registry"}
+    depends.update({"toxiproxy": {"condition": "service_healthy"}})
+    return {"image": "microlab", "command": ["python", "-m", service.module],
+            "ports": [f"127.0.0.1:{service.port}:{service.port}"],
+            "environment": {"SERVICE_NAME": name, "PORT": str(service.port), **environment},
+            "depends_on": depends,
+            "healthcheck": {"test": ["CMD", "python", "-c", "import urllib.request; urllib.request"
+                                     f".urlopen('http://127.0.0.1:{service.port}/health')"]}}
+
+
+orders_in_compose = compose_service("orders")
+print(yaml.safe_dump({"orders": orders_in_compose}, sort_keys=False))
+
+for service in topology.services:
+    local, composed = wiring(service), compose_service(service)["environment"]
+    assert set(local) <= set(composed), f"{service}: compose lacks {set(local) - set(composed)}"
+
+# %% [markdown]
+# Three things changed and nothing else: *where* the process runs (a container), *how* a peer's
+# address is spelled (a compose name instead of `127.0.0.1`), and *who* starts things in order
+# (`depends_on` with `condition: service_healthy` instead of the supervisor's start waves). The
+# service code is the same — that is the point of reading every address from the environment.
+#
+# | concern | local mode | compose | Kubernetes |
+# |---|---|---|---|
+# | start a service | supervisor, `python -m services.X` | a container of the one image | a Deployment's pods |
+# | find a peer | `PEER_URL` → proxy on 127.0.0.1 | `PEER_URL` → `toxiproxy:port` | a Service's DNS name |
+# | start order | waves, each waits for `/health` | `depends_on: service_healthy` | readiness probes |
+# | restart a crash | `microlab start` | `restart: on-failure` | the ReplicaSet |
+#
+# ## Leave the sandbox as we found it
+
+# %%
+lab.tidy()
