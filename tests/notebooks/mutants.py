@@ -33,12 +33,25 @@ class Mutant:
 
 
 MUTANTS: tuple[Mutant, ...] = (
+    Mutant("retry-no-backoff", "03", "patterns/retry.py",
+           "return rng.uniform(0, min(max_delay, base_delay * 2**retry_number))", "return 0.0"),
+    Mutant("retry-budget-never-refuses", "03", "patterns/retry.py",
+           "if len(self._retries) >= allowance:", "if False:"),
     Mutant("failed-message-acked", "04", "patterns/bus.py",
            'verdict = "retry" if message.attempt < self.max_attempts else "dead-letter"',
            'verdict = "ack"  # mutant: a failed message is acked and forgotten'),
     Mutant("saga-compensates-nothing", "05", "patterns/saga.py",
            'step.compensation(self._context(record, step.name, suffix=":undo"))',
            "pass  # mutant: the compensation is skipped"),
+    Mutant("breaker-never-opens", "07", "patterns/breaker.py",
+           "if self._should_open_locked():", "if False and self._should_open_locked():"),
+    Mutant("balancer-never-ejects", "06", "patterns/discovery.py",
+           "                self.report_failure(base_url)\n", ""),
+    Mutant("relay-drops-trace-context", "08", "patterns/outbox.py",
+           'span_from_message(event["headers"], f"relay', 'span_from_message({}, f"relay'),
+    Mutant("saga-never-releases-stock", "10", "services/orders/order_saga.py",
+           "        self.peers.release_reservation(reservation_id, key=context.idempotency_key)",
+           "        pass  # mutant: the compensation forgets to release the stock"),
 )
 
 
