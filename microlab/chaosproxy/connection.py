@@ -4,6 +4,17 @@ As in Toxiproxy, the client's connect always succeeds (the proxy is listening); 
 dials the upstream, and if that fails it simply closes the client's socket, so the client reads
 end-of-stream with no data. Once both sockets are open, the *upstream* link carries client →
 server bytes and the *downstream* link server → client bytes, each through its own toxics.
+
+Both sockets stay paused until their links exist, so whatever a client sends on connect waits
+in the kernel while the upstream is dialled. Python 3.11.0–3.11.3 (Debian 12 ships 3.11.2) ignore
+a `pause_reading()` made inside `connection_made()` (CPython gh-103607, fixed in 3.11.4): the
+socket is read anyway, and bytes that arrive that early used to be dropped. So an `Endpoint`
+does not rely on the pause alone, on any version: a read it did not ask for is kept (bytes and
+end-of-stream, in order), the pause is made to take hold, and what was kept goes to the link
+first when the link attaches, through its toxics like any other read. That costs at most one
+read (64 KiB) per ignored pause, the same slack the link's own flow control allows (it pauses
+the socket after a read that fills its entry). On Pythons that honour the pause, none of this
+ever runs.
 """
 
 from __future__ import annotations
@@ -25,9 +36,10 @@ log = logging.getLogger(__name__)
 class Endpoint(asyncio.BufferedProtocol):
     """One socket of a proxied connection: the source of one link, the destination of the other.
 
-    It starts paused and reads only once `attach` gives it the link to feed. Reads land in one
-    reused buffer (asyncio would allocate 256 KiB per read otherwise); the link copies what it
-    must keep.
+    It starts paused and reads only once `attach` gives it the link to feed; the link's pause
+    and resume requests count from then on. Reads land in one reused buffer (asyncio would
+    allocate 256 KiB per read otherwise); the link copies what it must keep. A read that comes
+    while reading is paused (see the module docstring) is kept, never dropped.
     """
 
     def __init__(
@@ -41,11 +53,21 @@ class Endpoint(asyncio.BufferedProtocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._buffer = memoryview(bytearray(2 * CHUNK_SIZE))
+        self._reading = False  # what we last asked of the transport
+        self._early = bytearray()  # read before attach, in order
+        self._early_eof = False  # end-of-stream read before attach
         self.lost = False
 
     def attach(self, link: Link) -> None:
+        """Feed `link`: first what was read too early, then the socket, as the link allows."""
         self._link = link
-        self.resume_reading()
+        early, self._early = self._early, bytearray()
+        if early:
+            link.feed(memoryview(early))  # a fresh buffer: nothing reuses it
+        if self._early_eof or self.lost:
+            link.feed_eof()
+        elif not link.full():
+            self._set_reading(True)
 
     # asyncio.Protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,7 +79,7 @@ class Endpoint(asyncio.BufferedProtocol):
             # accepted from a listener made by hand. With Nagle on, a reply the upstream writes
             # in two parts (headers, body) waits for a delayed ACK: ~40 ms stalls.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.pause_reading()
+        self._set_reading(False)  # ignored by Python 3.11.0-3.11.3: see buffer_updated
         if self._on_made:
             self._on_made()
 
@@ -65,12 +87,19 @@ class Endpoint(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        data = self._buffer[:nbytes]
+        if not self._reading:
+            self._hold_reading()
         if self._link:
-            self._link.feed(self._buffer[:nbytes])
+            self._link.feed(data)
+        else:
+            self._early += data  # copied: the buffer is reused by the next read
 
     def eof_received(self) -> bool:
         if self._link:
             self._link.feed_eof()
+        else:
+            self._early_eof = True  # a read before attach, like the early bytes
         return True  # keep our side open: the link closes it once the chain has drained
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -88,14 +117,32 @@ class Endpoint(asyncio.BufferedProtocol):
         if self.on_space:
             self.on_space()
 
-    # Source (for the link that reads this socket)
+    # Source (for the link that reads this socket; until attach, the socket stays paused)
     def pause_reading(self) -> None:
-        if self.transport and not self.lost:
-            self.transport.pause_reading()
+        if self._link:
+            self._set_reading(False)
 
     def resume_reading(self) -> None:
+        if self._link:
+            self._set_reading(True)
+
+    def _set_reading(self, reading: bool) -> None:
+        self._reading = reading
+        if self.transport and not self.lost:
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _hold_reading(self) -> None:
+        """Pause a transport that read although it was paused.
+
+        Such a transport believes it is paused, so a second `pause_reading()` would be ignored
+        as well; resuming it first makes the pause take hold (on 3.11.2 too).
+        """
         if self.transport and not self.lost:
             self.transport.resume_reading()
+            self.transport.pause_reading()
 
     # Outlet (for the link that writes this socket)
     def full(self) -> bool:

@@ -212,6 +212,10 @@ class Link:
         if self._entry.full():
             self._source.pause_reading()
 
+    def full(self) -> bool:
+        """True while the source should stay paused: the link's entry cannot take more yet."""
+        return self._entry.full()
+
     def feed_eof(self) -> None:
         if not self._ended:
             self._ended = True
