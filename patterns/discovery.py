@@ -286,7 +286,8 @@ class Registration:
         self.client.agent.service.register(
             self.name, service_id=self.service_id, address=self.address, port=self.port,
             tags=self.tags, meta=self.meta, check=checks[0], extra_checks=checks[1:])
-        log.info("registered", extra={"service": self.name, "service_id": self.service_id})
+        log.info("registered", extra={"service": self.name, "service_id": self.service_id,
+                                      "address": self.address, "port": self.port})
 
     def heartbeat(self) -> None:
         """Pass the TTL check once; register again if the registry no longer knows it."""

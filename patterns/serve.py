@@ -49,10 +49,18 @@ class _Gunicorn(BaseApplication):
         return self.build_app()
 
 
+def bind_address(settings: ServiceSettings) -> str:
+    """gunicorn's host:port for settings.host (an IPv6 address, such as ::, in brackets)."""
+    host = settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{settings.port}"
+
+
 def serve(build_app: Callable[[], Flask], settings: ServiceSettings) -> None:
     """Serve the app that `build_app()` returns on settings.host:settings.port until stopped."""
     _Gunicorn(build_app, {
-        "bind": f"{settings.host}:{settings.port}",
+        "bind": bind_address(settings),
         "workers": 1,
         "worker_class": "gthread",
         "threads": settings.threads,

@@ -14,7 +14,8 @@ gets, from its settings alone:
   peer and budgeted retries for idempotent calls;
 - `kit.tokens` — JWT issue/verify with the shared secret;
 - `GET /admin/breakers` (admin) — the state of each peer's circuit breaker;
-- registration in the registry with a heartbeat, when CONSUL_URL is set.
+- registration in the registry with a heartbeat, when CONSUL_URL is set, at the advertised
+  address (ADVERTISE_HOST/ADVERTISE_PORT, see `patterns.settings`), not the bound one.
 
 `kit.start()` (called at the end of `create_app`) starts the background work — outbox relay,
 consumers, heartbeat — and arranges for it to stop when the process exits. Nothing starts in
@@ -150,10 +151,10 @@ class ServiceKit:
         for consumer in self._consumers:
             consumer.start()
         if self.discovery is not None:
-            settings = self.settings
+            settings = self.settings  # registered where peers reach it, not where it binds
             self._registration = self.discovery.register(
-                settings.name, address=settings.host, port=settings.port,
-                health_url=f"http://{settings.host}:{settings.port}/health")
+                settings.name, address=settings.advertised_host, port=settings.advertised_port,
+                health_url=f"{settings.advertised_url}/health")
         atexit.register(self.stop)
         return self
 
