@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: up down status test test-fast bench chaos load lab notebooks notebook-mutants venv clean
+.PHONY: up down status test test-fast bench chaos load lab notebooks notebook-mutants compose compose-test venv clean
 
 up: $(STAMP)                 ## start the sandbox in the foreground (Ctrl-C stops it)
 	$(PY) -m microlab up $(ARGS)
@@ -43,6 +43,12 @@ notebooks: $(STAMP)          ## run every notebook headless on a sandbox of its 
 
 notebook-mutants: $(STAMP)   ## break a pattern, see the notebook teaching it fail
 	$(PY) -m tests.notebooks.mutants $(ARGS)
+
+compose: $(STAMP)            ## regenerate docker-compose.yml and compose/toxiproxy.json from the topology
+	$(PY) -m microlab.compose
+
+compose-test: $(STAMP)       ## the real compose file up under Podman (root), used and broken, then down
+	$(PY) -m tests.compose.stack $(ARGS)
 
 venv: $(STAMP)
 

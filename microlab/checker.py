@@ -317,10 +317,13 @@ def parking_queues(namespace: str) -> list[str]:
 
 
 def _listed_queue_depths(amqp_url: str) -> dict[str, int] | None:
-    """Every queue's depth from `rabbitmqctl`; None when it is missing or does not answer."""
-    if not shutil.which("rabbitmqctl"):
+    """Every queue's depth from `rabbitmqctl`; None when it is missing or does not answer, or
+    when the broker is not this machine's own node (rabbitmqctl speaks to the node on the
+    default port; a broker in a container, published on another port, gets passive declares)."""
+    parameters = pika.URLParameters(amqp_url)
+    if not shutil.which("rabbitmqctl") or parameters.port != 5672:
         return None
-    vhost = pika.URLParameters(amqp_url).virtual_host
+    vhost = parameters.virtual_host
     result = subprocess.run(["rabbitmqctl", "list_queues", "-p", vhost, "--quiet",
                              "--no-table-headers", "name", "messages"],
                             capture_output=True, text=True, timeout=60)

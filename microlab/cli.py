@@ -32,6 +32,7 @@ from pymongo.errors import PyMongoError
 from microlab.chaos import ChaosClient, ChaosError
 from microlab.checker import check, read_snapshot
 from microlab.console import LogPrinter, table
+from microlab.compose import compose_state
 from microlab.processes import ROOT
 from microlab.supervisor import (Interrupted, PreflightError, RunDir, StartupError, Supervisor,
                                  supervisor_alive)
@@ -180,8 +181,13 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_state(args: argparse.Namespace) -> dict:
+    """The running sandbox's state, or the compose stack's addresses with --compose."""
+    return compose_state() if args.compose else _state_or_exit(_run_dir(args))
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
-    state = _state_or_exit(_run_dir(args))
+    state = _target_state(args)
     if "chaos" not in state["urls"]:
         print("microlab: this sandbox runs without chaos proxies (--no-chaos)", file=sys.stderr)
         return 1
@@ -218,7 +224,7 @@ def _describe_toxic(toxic: dict) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    state = _state_or_exit(_run_dir(args))
+    state = _target_state(args)
     try:
         report = check(read_snapshot(state))
     except (PyMongoError, AMQPError) as error:
@@ -233,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=os.environ.get("MICROLAB_RUN_DIR",
                                                             str(ROOT / ".microlab")),
                         help="where state, logs and data live (default: %(default)s)")
+    parser.add_argument("--compose", action="store_true",
+                        help="chaos and check act on the `docker compose` stack instead "
+                             "(its ports on 127.0.0.1; MICROLAB_MONGO_PORT, MICROLAB_AMQP_PORT)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start the sandbox in the foreground")
