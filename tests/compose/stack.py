@@ -63,7 +63,8 @@ PACKAGES = {"podman": "/usr/bin/podman", "runc": "/usr/sbin/runc",
             "netavark": "/usr/lib/podman/netavark", "aardvark-dns": "/usr/lib/podman/aardvark-dns",
             "slirp4netns": "/usr/bin/slirp4netns", "uidmap": "/usr/bin/newuidmap",
             "catatonit": "/usr/bin/catatonit", "iptables": "/usr/sbin/iptables",
-            "debootstrap": "/usr/sbin/debootstrap", "docker-compose": "/usr/bin/docker-compose"}
+            "fuse-overlayfs": "/usr/bin/fuse-overlayfs", "debootstrap": "/usr/sbin/debootstrap",
+            "docker-compose": "/usr/bin/docker-compose"}
 
 
 class StackError(Exception):
