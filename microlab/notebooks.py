@@ -9,7 +9,8 @@ nbclient in a fresh kernel (a per-cell timeout; cells tagged `raises-exception` 
 other error fails the notebook), writes the executed copy to `reports/notebooks/`, and checks
 that the notebook left the sandbox as it found it (then puts it back anyway, so one failure
 does not spill into the next notebook). One verdict line per notebook, the total time, and exit
-code 1 when any failed.
+code 1 when any failed. `--existing` runs them against the sandbox the environment points at
+instead (a `make up` with `make lab`'s variables, or the compose stack from its JupyterLab).
 
 To see that a notebook fails when the pattern it teaches is broken, run the runner of a copy of
 the project whose `patterns/` has the mutant (tests/notebooks does).
@@ -117,15 +118,23 @@ def run_notebook(path: Path, lab: Lab, out_dir: Path, cell_timeout: int) -> Verd
     return Verdict(path.stem, passed, time.monotonic() - began, detail)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m microlab.notebooks",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", help="numbers or names (default: all)")
-    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT)
-    parser.add_argument("--out", type=Path, default=REPORTS)
-    args = parser.parse_args(argv)
-    files = notebook_files(args.notebooks)
-    began = time.monotonic()
+def run_all(files: list[Path], out: Path, cell_timeout: int) -> list[Verdict]:
+    """Each notebook in turn against the sandbox the environment points at."""
+    lab = Lab.connect()
+    verdicts = []
+    for path in files:
+        print(f"  ... {path.stem}", flush=True)
+        try:
+            verdict = run_notebook(path, lab, out, cell_timeout)
+        except Exception:
+            verdict = Verdict(path.stem, False, 0.0, traceback.format_exc(limit=2)[-300:])
+        verdicts.append(verdict)
+        print(verdict.line(), flush=True)
+    return verdicts
+
+
+def on_own_sandbox(files: list[Path], out: Path, cell_timeout: int) -> tuple[list[Verdict], int]:
+    """Start a sandbox on free ports, run the notebooks on it, stop it; (verdicts, its exit)."""
     run_root = Path(tempfile.mkdtemp(prefix="microlab-notebooks-"))
     print(f"notebooks: starting a sandbox for {len(files)} notebook(s) ...", flush=True)
     sandbox = SandboxProcess(run_root / "run")
@@ -133,29 +142,42 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.start()
     except SandboxError as error:
         print(f"notebooks: the sandbox did not start:\n{error}", file=sys.stderr)
-        return 2
-    verdicts: list[Verdict] = []
+        return [], 2
     try:
         os.environ.update(kernel_environment(sandbox.state, sandbox.run_dir.path))
-        lab = Lab.connect()
         print(f"notebooks: sandbox up in {sandbox.state['startup_s']:.1f} s; "
-              f"executed copies go to {args.out}", flush=True)
-        for path in files:
-            print(f"  ... {path.stem}", flush=True)
-            try:
-                verdict = run_notebook(path, lab, args.out, args.cell_timeout)
-            except Exception:
-                verdict = Verdict(path.stem, False, 0.0, traceback.format_exc(limit=2)[-300:])
-            verdicts.append(verdict)
-            print(verdict.line(), flush=True)
+              f"executed copies go to {out}", flush=True)
+        verdicts = run_all(files, out, cell_timeout)
     finally:
         code = sandbox.stop()
         delete_namespace(sandbox.state.get("amqp_url", ""), sandbox.namespace)
+    if code != 0:
+        print(f"notebooks: the sandbox exited with {code}:\n{sandbox.output()[-2000:]}")
+    return verdicts, code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m microlab.notebooks",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="numbers or names (default: all)")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT)
+    parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--existing", action="store_true",
+                        help="run against the sandbox the environment points at (the "
+                             "variables `make lab` sets, or a compose stack) instead of one of "
+                             "their own")
+    args = parser.parse_args(argv)
+    files = notebook_files(args.notebooks)
+    began = time.monotonic()
+    if args.existing:
+        verdicts, code = run_all(files, args.out, args.cell_timeout), 0
+    else:
+        verdicts, code = on_own_sandbox(files, args.out, args.cell_timeout)
+        if code == 2 and not verdicts:
+            return 2
     failed = [verdict for verdict in verdicts if not verdict.passed]
     print(f"notebooks: {len(verdicts) - len(failed)} passed, {len(failed)} failed "
           f"in {time.monotonic() - began:.1f} s")
-    if code != 0:
-        print(f"notebooks: the sandbox exited with {code}:\n{sandbox.output()[-2000:]}")
     return 1 if failed or code != 0 else 0
 
 

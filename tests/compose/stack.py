@@ -11,7 +11,8 @@ No Docker engine runs on our machines and no image can be pulled, so this harnes
    drives the health checks itself (Podman here has no systemd to run them), and waits until
    every container is healthy; then, through 127.0.0.1 only: register, log in, browse, order,
    the Socket.IO push, the receipt email; `orders->payments` cut with toxiproxy-python (503
-   naming the order, stock released, nothing charged), restored; `microlab check` clean;
+   naming the order, stock released, nothing charged), restored; `microlab check` clean; the
+   `tools` profile: JupyterLab (a notebook run in its container) and Locust's web UI;
 6. takes everything down (containers, network, volumes), also when a step fails, and prints how
    long each stage took.
 
@@ -317,7 +318,8 @@ def leftovers() -> list[str]:
 def published_ports() -> PortPlan:
     ports = {"gateway": 3000, "users": 3001, "products": 3002, "orders": 3003,
              "inventory": 3004, "payments": 3005, "notifications": 3006, "email": 3007,
-             "consul": 8500, "toxiproxy": 8474, "jaeger": 16686}
+             "consul": 8500, "toxiproxy": 8474, "jaeger": 16686, "jupyter": 8888,
+             "locust": 8089}
     ports.update(amqp=int(STACK_ENV["MICROLAB_AMQP_PORT"]),
                  rabbitmq_ui=int(STACK_ENV["MICROLAB_RABBITMQ_UI_PORT"]),
                  mongo=int(STACK_ENV["MICROLAB_MONGO_PORT"]))
@@ -411,10 +413,35 @@ def exercise_the_shop() -> None:
     print(f"compose-test: with orders->payments cut, order {failed_id} answered 503 and was "
           f"{cancelled['status']}; stock released, nothing charged")
 
+    # Restored: once orders' breaker for payments lets a trial through, orders succeed again.
+    healed_at = time.monotonic()
+    wait(lambda: shop.post(f"{gateway}/api/orders", timeout=60, json={
+        "items": [{"product_id": product["id"], "quantity": 1}]}).status_code == 201, 90,
+         "an order to be confirmed again after orders->payments was restored")
+    print(f"compose-test: orders->payments restored; orders confirmed again after "
+          f"{time.monotonic() - healed_at:.0f} s (orders' breaker closed)")
+
     checked = wait(lambda: (done := run(sys.executable, "-m", "microlab", "--compose", "check",
                                         check=False, cwd=ROOT)).returncode == 0 and done,
                    60, "`microlab --compose check` to pass")
     print(checked.stdout.strip())
+
+
+def exercise_the_tools() -> None:
+    """The `tools` profile: JupyterLab behind its token, a notebook run inside its container
+    reaching the shop by compose names (the same variables as local mode), Locust's web UI."""
+    compose("--profile", "tools", "up", "-d", "--no-build", "jupyter", "locust", timeout=300)
+    lab = "http://127.0.0.1:8888/api/status"
+    wait(lambda: requests.get(lab, params={"token": "microlab"}, timeout=5).ok, 90, "JupyterLab")
+    expect(requests.get(lab, timeout=5).status_code == 403, "JupyterLab answers without a token")
+    wait(lambda: requests.get("http://127.0.0.1:8089/", timeout=5).ok, 60, "Locust's web UI")
+    jupyter = next(c for c in containers() if service_of(c) == "jupyter")
+    done = run("podman", "exec", jupyter["Id"], "python", "-m", "microlab.notebooks",
+               "--existing", "01", "--out", "/tmp/notebooks", check=False, timeout=300)
+    verdicts = [line for line in done.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    expect(done.returncode == 0, "notebook 01 in the compose JupyterLab:\n"
+           + "\n".join(verdicts or [done.stdout[-1500:], done.stderr[-1500:]]))
+    print(f"compose-test: JupyterLab and Locust up; in JupyterLab's container: {verdicts[0]}")
 
 
 def expect(condition: Any, message: str) -> None:
@@ -457,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{memory_mib():.0f} MiB in use", flush=True)
                 with stages.stage("the shop, used and broken"):
                     exercise_the_shop()
+                with stages.stage("the tools profile"):
+                    exercise_the_tools()
             finally:
                 driver.stopping.set()
                 if not args.keep:
