@@ -38,11 +38,12 @@ IMAGE = "microlab:latest"
 # Compose names of the parts that are not our services.
 INFRA_HOSTS = {"mongo": "mongo:27017", "rabbitmq": "rabbitmq:5672", "registry": "consul:8500"}
 HEALTH = {"interval": "5s", "timeout": "5s", "retries": 5, "start_period": "60s"}
-# Memory limits, measured under Podman (a gunicorn master and its worker each hold the app;
-# notifications' Socket.IO stack is the largest). The default stack adds up to 1984 MiB; the
-# `tools` profile is extra.
-SERVICE_MEMORY = {"notifications": "192m", "gateway": "144m"}
-DEFAULT_SERVICE_MEMORY = "128m"
+# Memory limits, measured under Podman with `make compose-test`: a service is a gunicorn master
+# and its worker, each holding the app (~95 MB together); users needs room for scrypt (16 MiB a
+# password hash), orders for sagas in flight, notifications for Socket.IO. The default stack adds
+# up to 2048 MiB; the `tools` profile is extra.
+SERVICE_MEMORY = {"notifications": "200m", "users": "176m", "gateway": "160m", "orders": "160m"}
+DEFAULT_SERVICE_MEMORY = "148m"
 HEADER = """\
 # Generated from microlab/topology.toml by `python -m microlab.compose`: edit the topology (or
 # microlab/compose.py) and run it again; tests/unit/test_compose_drift.py fails on any drift.
@@ -137,15 +138,15 @@ def infrastructure() -> dict[str, dict]:
                   "volumes": ["mongo-data:/data/db"],
                   "healthcheck": healthcheck(
                       "mongosh --quiet --eval 'db.adminCommand({ping: 1})'"),
-                  "mem_limit": "320m"},
+                  "mem_limit": "272m"},
         "rabbitmq": {"image": "rabbitmq:3-management",
                      "ports": ["127.0.0.1:${MICROLAB_AMQP_PORT:-5672}:5672",
                                "127.0.0.1:${MICROLAB_RABBITMQ_UI_PORT:-15672}:15672"],
                      "volumes": ["rabbitmq-data:/var/lib/rabbitmq"],
                      "healthcheck": healthcheck("rabbitmq-diagnostics -q check_port_connectivity"),
-                     "mem_limit": "256m"},
+                     "mem_limit": "224m"},
         "redis": {"image": "redis:7", "healthcheck": healthcheck("redis-cli ping"),
-                  "mem_limit": "32m"},
+                  "mem_limit": "24m"},
         "toxiproxy": {"image": "ghcr.io/shopify/toxiproxy:2.12.0",
                       "command": ["-host=0.0.0.0", "-config=/config/toxiproxy.json"],
                       "volumes": ["./compose/toxiproxy.json:/config/toxiproxy.json:ro"],
@@ -158,8 +159,8 @@ def infrastructure() -> dict[str, dict]:
                    "healthcheck": healthcheck("consul members"),
                    "mem_limit": "96m"},
         "jaeger": {"image": "jaegertracing/all-in-one:1.62.0",
-                   "environment": {"COLLECTOR_OTLP_ENABLED": "true"},
-                   "ports": ["127.0.0.1:16686:16686"], "mem_limit": "128m"},
+                   "environment": {"COLLECTOR_OTLP_ENABLED": "true", "MEMORY_MAX_TRACES": "5000"},
+                   "ports": ["127.0.0.1:16686:16686"], "mem_limit": "96m"},
     }
 
 

@@ -293,6 +293,17 @@ def memory_mib() -> float:
     return total
 
 
+def out_of_memory() -> list[str]:
+    """Services of the stack the kernel killed a process of for passing its memory limit. A
+    gunicorn master replaces a killed worker silently, so only the kernel's log tells."""
+    log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30)
+    if log.returncode != 0:
+        return []  # the kernel log is not readable here: nothing to tell
+    ours = {container["Id"]: service_of(container) for container in containers()}
+    return sorted({service for line in log.stdout.splitlines() if "oom_memcg=" in line
+                   for cid, service in ours.items() if f"libpod-{cid}" in line})
+
+
 def take_down() -> None:
     compose("down", "-v", "--remove-orphans", check=False, timeout=300)
     for container in containers():
@@ -486,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
                     exercise_the_shop()
                 with stages.stage("the tools profile"):
                     exercise_the_tools()
+                killed = out_of_memory()
+                expect(not killed, f"the kernel killed processes of {', '.join(killed)} at "
+                       "their memory limit: raise it in microlab/compose.py")
             finally:
                 driver.stopping.set()
                 if not args.keep:
