@@ -203,7 +203,8 @@ def podman_socket() -> Iterator[None]:
     sock.unlink(missing_ok=True)
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
                                env=podman_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+                               # conmon leaves files (e.g. `oom`) in its working directory
+                               cwd=STATE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait(lambda: sock.exists(), 30, "Podman's API socket")
         yield
