@@ -4,8 +4,10 @@ Protects against: the failure modes that make a distributed system impossible to
 requests nobody can follow across services (each request gets an `X-Request-Id`, kept if the
 caller sent one), HTML error pages and stack traces leaking to clients (every error is a JSON
 body with the right status; unexpected ones are logged with the request id and answered with a
-generic 500), and health endpoints that say "ok" while a dependency is down (`/health` runs the
-service's dependency checks and answers 503 when one fails).
+generic 500), a known outage answered as a bug (the service's database unreachable is a 503
+naming the dependency, with `Retry-After`, never a 500), and health endpoints that say "ok" while
+a dependency is down (`/health` runs the service's dependency checks and answers 503 when one
+fails).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
 from opentelemetry import trace
+from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
 from patterns.logs import request_id_var
@@ -24,6 +27,9 @@ from patterns.logs import request_id_var
 # A health check raises when its dependency is unhealthy; it may return a dict of details
 # (e.g. {"connected": 3}) shown beside its status.
 HealthCheck = Callable[[], dict | None]
+# Seconds a client is told to wait when a dependency is unreachable: about the database
+# client's own server selection timeout (patterns.mongo), so a retry finds it back or fails fast.
+DEPENDENCY_RETRY_AFTER = 2
 
 log = logging.getLogger("access")
 
@@ -73,6 +79,16 @@ def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None =
     def _http_error(error: HTTPException) -> tuple[Response, int]:
         code = (error.name or "error").lower().replace(" ", "_")
         return error_body(error.code or 500, code, error.description or code)
+
+    @app.errorhandler(ConnectionFailure)
+    def _database_unavailable(error: ConnectionFailure) -> tuple[Response, int]:
+        # Not a bug of ours: the database is unreachable (down, or its edge cut). Say so.
+        logging.getLogger(name).warning("database unreachable", extra={"error": str(error)[:200]})
+        response, status = error_body(
+            503, "dependency_unavailable", f"{name} cannot reach its database; try again shortly",
+            dependency="mongo")
+        response.headers["Retry-After"] = str(DEPENDENCY_RETRY_AFTER)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected_error(error: Exception) -> tuple[Response, int]:

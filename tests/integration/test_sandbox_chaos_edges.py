@@ -74,6 +74,21 @@ def test_cutting_a_services_database_edge_shows_in_its_health(sandbox):
     assert requests.get(f"{sandbox.urls['users']}/health", timeout=10).status_code == 200
 
 
+def test_a_service_without_its_database_answers_503_naming_it_not_500(sandbox):
+    assert chaos(sandbox, "down", "products->mongo").returncode == 0
+    try:
+        for url in (f"{sandbox.urls['products']}/api/v1/products",
+                    f"{sandbox.urls['gateway']}/api/products"):  # the gateway passes it on
+            answer = requests.get(url, timeout=30)
+            assert answer.status_code == 503, answer.text
+            error = answer.json()["error"]
+            assert (error["code"], error["dependency"]) == ("dependency_unavailable", "mongo")
+            assert int(answer.headers["Retry-After"]) >= 1
+    finally:
+        assert chaos(sandbox, "up", "products->mongo").returncode == 0
+    assert requests.get(f"{sandbox.urls['gateway']}/api/products", timeout=30).status_code == 200
+
+
 def test_unknown_edges_are_named_in_the_error(sandbox):
     result = chaos(sandbox, "down", "payments->orders")
     assert result.returncode == 1
