@@ -18,6 +18,7 @@ several sandboxes can run side by side, each with its own ports, logs and data.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -52,6 +53,14 @@ def _state_or_exit(run_dir: RunDir) -> dict:
     return state
 
 
+def default_namespace(run_dir: Path) -> str:
+    """A sandbox's own prefix on the broker, the same every time it starts from this run dir
+    (its durable queues and their events are still there after a restart) and different for
+    every other run dir: two sandboxes on one broker never consume each other's events."""
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"ml-{digest}"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
     state = run_dir.read_state()
@@ -69,8 +78,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     names = ["mongo", "chaos", *topology.services]
     printer = None if args.quiet else LogPrinter(names, colour=None if args.colour else False)
+    namespace = default_namespace(run_dir.path) if args.namespace is None else args.namespace
     supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, chaos=args.chaos,
-                            namespace=args.namespace, on_line=printer)
+                            namespace=namespace, on_line=printer)
     supervisor.install_signal_handlers()
     try:
         seconds = supervisor.start(fresh=args.fresh)
@@ -253,9 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fresh", action="store_true", help="start with empty databases")
     up.add_argument("--quiet", action="store_true", help="do not stream service logs")
     up.add_argument("--no-colour", dest="colour", action="store_false")
-    up.add_argument("--namespace", default=os.environ.get("BUS_NAMESPACE", ""),
+    up.add_argument("--namespace", default=os.environ.get("BUS_NAMESPACE"),
                     help="prefix for RabbitMQ exchanges and queues, so sandboxes sharing "
-                         "a broker stay apart")
+                         "a broker stay apart (default: one derived from the run dir; "
+                         "'' for none)")
     up.add_argument("--no-chaos", dest="chaos", action="store_false",
                     help="wire services straight to each other, without chaos proxies")
     up.set_defaults(handler=cmd_up)
