@@ -9,7 +9,10 @@ Protects against the ways an event silently disappears between two services:
   exchange's alternate exchange) instead of into the void;
 - a handler fails: the message waits `retry_delay` in `<queue>.retry`, comes back, and after
   `max_attempts` failures goes to `<queue>.dead` through the dead-letter exchange, with the last
-  error in its headers. A body that is not JSON goes there at once: retrying cannot fix it;
+  error in its headers. A failure that retrying cannot fix goes there at once, its reason in the
+  `dead-letter-reason` header (`permanent`, or `attempts exhausted (N)`): a body that is not JSON, a handler's `PermanentError` (e.g. an
+  event missing a fact), or a peer that answered 400, 401, 403, 404, 409 or 422 (it refused the
+  request; asking again gets the same answer). Timeouts, 5xx and lost connections are retried;
 - the connection drops: publisher and consumer reconnect with exponential backoff and jitter; what
   the consumer had not acknowledged is redelivered, so handlers must tolerate duplicates (see
   `patterns.idempotency`);
@@ -62,6 +65,7 @@ from pika.exceptions import (AMQPChannelError, AMQPConnectionError, AMQPError, C
                              NackError)
 
 from patterns.clock import SYSTEM_CLOCK, Clock
+from patterns.http import ServiceError
 from patterns.retry import full_jitter
 from patterns.tracing import span_from_message
 
@@ -74,6 +78,9 @@ ATTEMPT = "attempt"
 LAST_ERROR = "last-error"
 ORIGIN_EXCHANGE = "origin-exchange"
 ORIGIN_ROUTING_KEY = "origin-routing-key"
+DEAD_LETTER_REASON = "dead-letter-reason"  # "permanent: ..." or "attempts exhausted: ..."
+# A peer's answers that mean "this request is wrong", not "try later".
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 422})
 
 Handler = Callable[["Message"], None]
 Binding = tuple[str, str]  # (exchange, routing key pattern), e.g. ("orders", "order.*")
@@ -99,6 +106,17 @@ class Publisher(Protocol):
 
     def close(self) -> None:
         """Release the calling thread's connection."""
+
+
+class PermanentError(Exception):
+    """A handler's failure that retrying cannot fix: the message is dead-lettered at once."""
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Will handling the same message again fail the same way?"""
+    if isinstance(error, PermanentError):
+        return True
+    return isinstance(error, ServiceError) and error.status in PERMANENT_STATUSES
 
 
 class PublishError(Exception):
@@ -368,7 +386,7 @@ class Consumer:
     def _handle(self, connection: Any, delivery: _Delivery) -> None:
         if self._stopping.is_set() or not connection.is_open:
             # Not started: back to the queue (a lost connection's messages come back anyway).
-            outcome: tuple[str, str | None] = ("release", None)
+            outcome: tuple[str, str | None, str | None] = ("release", None, None)
         else:
             outcome = self._apply(delivery)
         try:
@@ -377,12 +395,13 @@ class Consumer:
             log.warning("connection gone before the ack; the broker will redeliver", extra={
                 "queue": self.queue, "message_id": delivery.properties.message_id})
 
-    def _apply(self, delivery: _Delivery) -> tuple[str, str | None]:
+    def _apply(self, delivery: _Delivery) -> tuple[str, str | None, str | None]:
+        """(verdict, the error, why it is dead-lettered) for one delivery."""
         headers = dict(delivery.properties.headers or {})
         try:
             body = json.loads(delivery.body)
         except ValueError as error:
-            return "dead-letter", f"body is not JSON: {error}"
+            return "dead-letter", f"body is not JSON: {error}", "permanent"
         message = Message(
             # A message from a publisher that set no id is identified by its content.
             id=delivery.properties.message_id or hashlib.sha256(delivery.body).hexdigest(),
@@ -395,16 +414,23 @@ class Consumer:
             with span_from_message(headers, f"{message.routing_key} process",
                                    attributes={"messaging.message.id": message.id}):
                 self.handler(message)
-            return "ack", None
-        except Exception as error:  # any failure: retried, then kept in the dead-letter queue
+            return "ack", None, None
+        except Exception as error:  # retried, then kept in the dead-letter queue
+            permanent = is_permanent(error)
             log.warning("handler failed", exc_info=True, extra={
-                "queue": self.queue, "message_id": message.id, "attempt": message.attempt})
-            verdict = "retry" if message.attempt < self.max_attempts else "dead-letter"
-            return verdict, f"{type(error).__name__}: {error}"
+                "queue": self.queue, "message_id": message.id, "attempt": message.attempt,
+                "permanent": permanent})
+            described = f"{type(error).__name__}: {error}"
+            if permanent:
+                return "dead-letter", described, "permanent"
+            if message.attempt < self.max_attempts:
+                return "retry", described, None
+            return "dead-letter", described, f"attempts exhausted ({message.attempt})"
 
     # Back on the consumer thread ------------------------------------------------------------
 
-    def _settle(self, delivery: _Delivery, verdict: str, error: str | None) -> None:
+    def _settle(self, delivery: _Delivery, verdict: str, error: str | None,
+                reason: str | None) -> None:
         self._unsettled -= 1
         channel = delivery.channel
         if not channel.is_open:
@@ -415,16 +441,18 @@ class Consumer:
                        expiration=str(int(self.retry_delay * 1000)))
         elif verdict == "dead-letter":
             log.error("message dead-lettered", extra={
-                "queue": self.queue, "message_id": delivery.properties.message_id, "error": error})
+                "queue": self.queue, "message_id": delivery.properties.message_id, "error": error,
+                "reason": reason})
             self._copy(delivery, self.bus.physical(self.bus.dead_letter_exchange),
-                       self.bus.physical(self.queue), attempt, error)
+                       self.bus.physical(self.queue), attempt, error, reason=reason)
         if verdict == "release":
             channel.basic_nack(delivery.tag, requeue=True)
         else:
             channel.basic_ack(delivery.tag)
 
     def _copy(self, delivery: _Delivery, exchange: str, routing_key: str, attempt: int,
-              error: str | None, expiration: str | None = None) -> None:
+              error: str | None, expiration: str | None = None,
+              reason: str | None = None) -> None:
         """Publish a confirmed copy carrying the attempt count and the error (the original is
         acked only afterwards, so a crash in between leaves a duplicate, never a loss)."""
         old = delivery.properties
@@ -433,6 +461,8 @@ class Consumer:
         headers.setdefault(ORIGIN_ROUTING_KEY, delivery.routing_key)
         headers[ATTEMPT] = attempt
         headers[LAST_ERROR] = (error or "")[:1000]
+        if reason:
+            headers[DEAD_LETTER_REASON] = reason
         properties = pika.BasicProperties(
             message_id=old.message_id, content_type=old.content_type, type=old.type,
             timestamp=old.timestamp, delivery_mode=pika.DeliveryMode.Persistent,

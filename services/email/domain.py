@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from patterns.api import Forbidden
+from patterns.bus import PermanentError
 from patterns.auth import Claims
 from patterns.clock import iso_utc as iso
 
@@ -27,7 +28,7 @@ SHOP = "Microlab Shop"
 RELATED_IDS = ("user_id", "order_id", "payment_id")
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(PermanentError, ValueError):
     """The event lacks a fact its email needs; retrying will not add it."""
 
 

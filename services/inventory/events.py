@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from jsonschema import Draft202012Validator
 
-from patterns.bus import Handler, Message
+from patterns.bus import Handler, Message, PermanentError
 from patterns.outbox import Event
 from services.inventory.domain import (LINES_MAX, QUANTITY_MAX, InsufficientStock, Reservation,
                                        Stock, iso)
@@ -121,8 +121,8 @@ def reserve_for_orders(reservations: ReservationStore) -> Handler:
 
 
 def _require_valid(validator: Draft202012Validator, message: Message) -> None:
-    """A payload we cannot read is an error: the bus retries it, then dead-letters it."""
+    """A payload we cannot read is a permanent error: the bus dead-letters it at once."""
     problems = [error.message for error in validator.iter_errors(message.body)]
     if problems:
-        raise ValueError(f"{message.routing_key} {message.id} is not valid: "
+        raise PermanentError(f"{message.routing_key} {message.id} is not valid: "
                          f"{'; '.join(problems)[:300]}")

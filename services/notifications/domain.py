@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from patterns.bus import PermanentError
+
 ADMINS_ROOM = "admins"
 MAX_TEXT = 500  # characters kept of a title or message
 MAX_FACT = 120  # characters kept of one payload value quoted in a message
@@ -51,7 +53,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 FALLBACK = ("Notification", "Something happened: {event}.")
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(PermanentError, ValueError):
     """The event's body is not a JSON object: no notification can be made of it."""
 
 

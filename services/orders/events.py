@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from patterns.bus import Message
+from patterns.bus import Message, PermanentError
 from patterns.outbox import Event
 from services.orders import domain
 from services.orders.domain import CANCELLED, CONFIRMED, PaymentDeclined, Reaction
@@ -99,7 +99,7 @@ class OrderChoreography:
         elif message.routing_key == "stock.reservation_failed":
             self.reservation_failed(message.body)
         else:
-            raise LookupError(f"orders does not consume {message.routing_key!r}")
+            raise PermanentError(f"orders does not consume {message.routing_key!r}")
 
     def stock_reserved(self, event: Mapping[str, Any]) -> None:
         order = self.orders.get(event["order_id"])

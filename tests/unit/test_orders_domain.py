@@ -10,7 +10,7 @@ import pytest
 
 from patterns.api import BadRequest, NotFound
 from patterns.auth import Claims
-from patterns.bus import Message
+from patterns.bus import Message, PermanentError
 from services.orders import domain
 from services.orders.domain import (CANCELLED, CONFIRMED, PENDING, InsufficientStock,
                                     InvalidTransition, OrderInProgress, PaymentDeclined,
@@ -204,5 +204,5 @@ def test_choreography_cancels_when_inventory_could_not_reserve():
     assert orders.get("ord_1")["status"] == CANCELLED
     assert orders.get("ord_1")["reason"] == "insufficient_stock"
     assert peers.calls == []
-    with pytest.raises(LookupError):
+    with pytest.raises(PermanentError):  # dead-lettered at once: retrying cannot help
         OrderChoreography(orders, peers)(inventory_says("stock.low"))

@@ -6,7 +6,11 @@ import json
 import threading
 import time
 
-from patterns.bus import ATTEMPT, LAST_ERROR, Bus, Message, dead_letter_queue, retry_queue, unrouted_queue
+import pytest
+
+from patterns.bus import (ATTEMPT, DEAD_LETTER_REASON, LAST_ERROR, Bus, Message, PermanentError,
+                          dead_letter_queue, retry_queue, unrouted_queue)
+from patterns.http import ServiceError
 
 
 def test_published_events_reach_the_bound_consumer_in_order_with_id_headers_and_body(
@@ -54,6 +58,37 @@ def test_a_handler_that_keeps_failing_is_retried_then_its_message_kept_in_the_de
     assert properties.headers[LAST_ERROR] == "ValueError: address missing"
     assert json.loads(body) == {"order_id": "poison"}
     assert broker.count(queue) == broker.count(retry_queue(queue)) == 0
+
+
+@pytest.mark.parametrize("failure, permanent", [
+    (ServiceError(404, {"error": "no such user"}, "users", "GET", "/users/u-1"), True),
+    (ServiceError(409, {"error": "taken"}, "users", "POST", "/users"), True),
+    (PermanentError("the event has no order_id"), True),
+    (ServiceError(503, {"error": "busy"}, "users", "GET", "/users/u-1"), False),
+    (TimeoutError("users did not answer"), False),
+], ids=["404", "409", "permanent-error", "503", "timeout"])
+def test_a_permanent_failure_is_dead_lettered_at_once_a_transient_one_retried(
+        broker, wait_until, failure, permanent):
+    orders, queue = broker.exchange("orders"), broker.queue("receipts")
+    attempts: list[int] = []
+
+    def send_receipt(message: Message) -> None:
+        attempts.append(message.attempt)
+        raise failure
+
+    with broker.bus().consumer(queue, send_receipt, (orders, "order.confirmed"), max_attempts=3,
+                               retry_delay=0.1):
+        broker.bus().publish(orders, "order.confirmed", {"order_id": "o-1"})
+        assert wait_until(lambda: broker.count(dead_letter_queue(queue)) == 1)
+
+    [(properties, _)] = broker.take_all(dead_letter_queue(queue))
+    assert properties.headers[LAST_ERROR] == f"{type(failure).__name__}: {failure}"[:1000]
+    if permanent:
+        assert attempts == [1]
+        assert properties.headers[DEAD_LETTER_REASON] == "permanent"
+    else:
+        assert attempts == [1, 2, 3]
+        assert properties.headers[DEAD_LETTER_REASON] == "attempts exhausted (3)"
 
 
 def test_a_handler_that_recovers_on_a_retry_is_acked_and_nothing_is_dead_lettered(
