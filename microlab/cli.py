@@ -34,6 +34,7 @@ from microlab.chaos import ChaosClient, ChaosError
 from microlab.checker import check, read_snapshot
 from microlab.console import LogPrinter, table
 from microlab.compose import compose_state
+from microlab.dlq import DeadLetters
 from microlab.processes import ROOT
 from microlab.supervisor import (Interrupted, PreflightError, RunDir, StartupError, Supervisor,
                                  supervisor_alive)
@@ -244,6 +245,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    state = _target_state(args)
+    letters = DeadLetters(state["amqp_url"], state["namespace"])
+    try:
+        if args.dlq_command == "list":
+            rows = [{"queue": queue, "dead letters": count}
+                    for queue, count in letters.counts().items()]
+            print(table(rows, ["queue", "dead letters"]))
+        elif args.dlq_command == "show":
+            found = letters.show(args.queue)
+            rows = [{"message": letter.message_id or "-", "event": letter.event,
+                     "attempts": letter.attempts, "reason": letter.reason,
+                     "error": letter.error[:80]} for letter in found]
+            print(table(rows, ["message", "event", "attempts", "reason", "error"])
+                  if rows else f"no dead letters in {args.queue}")
+        elif args.dlq_command == "replay":
+            print(f"{letters.replay(args.queue)} message(s) sent back to {args.queue}")
+        else:
+            print(f"{letters.purge(args.queue)} message(s) removed from {args.queue}.dead")
+    except AMQPError as error:
+        print(f"microlab: the broker refused: {error!r} (is {args.queue!r} a consumer queue? "
+              "`microlab dlq list` names them)" if "queue" in args else
+              f"microlab: cannot reach the broker: {error!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microlab", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default=os.environ.get("MICROLAB_RUN_DIR",
@@ -305,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
         edge_command = chaos_commands.add_parser(verb, help=text)
         edge_command.add_argument("edge")
     chaos_commands.add_parser("reset", help="every edge up, every toxic removed")
+
+    dlq = commands.add_parser("dlq", help="dead-lettered events: list, show, replay, purge")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_commands.add_parser("list", help="every consumer queue's dead letters, counted")
+    for verb, text in (("show", "the dead letters of a queue, left in place"),
+                       ("replay", "send a queue's dead letters back to it"),
+                       ("purge", "throw a queue's dead letters away")):
+        dlq_command = dlq_commands.add_parser(verb, help=text)
+        dlq_command.add_argument("queue", help="a consumer queue, e.g. email.events")
+    dlq.set_defaults(handler=cmd_dlq)
 
     check_command = commands.add_parser(
         "check", help="check the invariants over every service's data (exit 1 on a violation)")
