@@ -33,6 +33,7 @@ from flask import Flask, Response, jsonify, request
 from jsonschema import Draft202012Validator, ValidationError
 
 from patterns.auth import Claims, TokenError, Tokens
+from patterns.logs import request_id_var
 from patterns.web import error_body
 
 Schema = dict[str, Any]
@@ -62,6 +63,22 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+def error_document(error: ApiError) -> dict[str, Any]:
+    """An error's body as the API sends it, kept by an idempotent endpoint so that a repeat
+    of the request gets the very same answer."""
+    body = {"code": error.code, "message": error.message, **error.details}
+    if request_id_var.get():
+        body["request_id"] = request_id_var.get()
+    return {"error": body}
+
+
+def send_stored(status: int, body: Any) -> Response:
+    """Send a stored answer as it is: a repeat gets exactly what the first call got."""
+    sent = jsonify(body)
+    sent.status_code = status
+    return sent
 
 
 class BadRequest(ApiError):

@@ -3,6 +3,9 @@
     POST /api/v1/orders               {items: [{product_id, quantity}]} (user from the token)
                                       -> 201 confirmed order | 409 / 402 / 503 with order_id and
                                       reason (the saga compensated) | 422 unknown product
+                                      + Idempotency-Key (optional): the same key gets the same
+                                      answer for the same order (waiting while the first runs),
+                                      never a second order; another basket with it -> 409
     GET  /api/v1/orders/<id>          (owner or admin; 404 otherwise) with its status history
     GET  /api/v1/orders               mine, newest first (admin: all, or ?user_id=)
     POST /api/v1/orders/<id>/cancel   a confirmed order: refund, then cancelled
@@ -18,20 +21,25 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, request
 
-from patterns.api import PAGE_QUERY
+from patterns.api import PAGE_QUERY, ApiError, BadRequest, error_document, send_stored
 from patterns.auth import Claims
 from patterns.idempotency import ProcessedMessages, idempotent
 from patterns.service import ServiceKit
 from patterns.settings import ServiceSettings
 from services.orders import domain, events
 from services.orders.order_saga import OrderSagaLog, OrderSagas, Peers, SagaRecovery
-from services.orders.store import OrderStore, now, public
+from services.orders.store import OrderStore, PlacementStore, now, public
 
 log = logging.getLogger(__name__)
+MAX_KEY_LENGTH = 200
+# How long a repeat of a placement waits for the first request's answer: within the gateway's
+# 30 s read timeout for orders.
+ANSWER_WAIT = 25.0
 
 ID = {"type": "string", "minLength": 1, "maxLength": 64}
 NEW_ORDER = {
@@ -62,16 +70,60 @@ def create_app(settings: ServiceSettings) -> Flask:
     sagas = OrderSagas(orders, peers, OrderSagaLog(kit.collection("sagas")))
     choreography = events.OrderChoreography(orders, peers)
 
+    placements = PlacementStore(kit.collection("placements"))
+
     @kit.api.post("/api/v1/orders", body=NEW_ORDER, auth=True, status=201, response=ORDER,
-                  summary="Place an order (runs the order saga)", errors=(402, 409, 422, 503))
+                  summary="Place an order (runs the order saga; Idempotency-Key: once per key)",
+                  errors=(402, 409, 422, 503))
     def place_order(body: dict[str, Any], user: Claims):
-        order_id = domain.new_id("ord")
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key:
+            return send_stored(*placed(domain.new_id("ord"), user.subject, body["items"]))
+        if len(key) > MAX_KEY_LENGTH:
+            raise BadRequest(f"the Idempotency-Key is at most {MAX_KEY_LENGTH} characters")
+        placement = domain.placement_id(user.subject, key)
+        fingerprint = domain.order_fingerprint(body["items"])
+        earlier = placements.claim(placement, domain.new_id("ord"), fingerprint)
+        if earlier is not None:
+            domain.check_same_order(earlier, fingerprint)
+            return send_stored(*answer_again(earlier))
+        order_id = placements.get(placement)["order_id"]
+        try:
+            status, document = placed(order_id, user.subject, body["items"])
+        except ApiError as error:
+            placements.answered(placement, error.status, error_document(error))
+            raise
+        placements.answered(placement, status, document)
+        return send_stored(status, document)
+
+    def placed(order_id: str, user_id: str, items: list[dict]) -> tuple[int, dict]:
+        """(status, body) of a new order: confirmed by the saga, or accepted for events."""
         if flow == domain.EVENTS:
-            response = jsonify(public(accept_for_choreography(order_id, user.subject,
-                                                              body["items"])))
-            response.status_code = 202
-            return response
-        return public(sagas.place(order_id, user.subject, body["items"]))
+            return 202, public(accept_for_choreography(order_id, user_id, items))
+        return 201, public(sagas.place(order_id, user_id, items))
+
+    def answer_again(placement: dict[str, Any]) -> tuple[int, Any]:
+        """The answer the first request with this key got (waiting for it while that request
+        is still running); from the order itself when the first request's process died and
+        recovery finished its saga."""
+        deadline = time.monotonic() + ANSWER_WAIT
+        while placement["status"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            placement = placements.get(placement["_id"])
+        if placement["status"] is not None:
+            log.info("order placement repeated, answering as before",
+                     extra={"order_id": placement["order_id"]})
+            return placement["status"], placement["body"]
+        order = orders.get(placement["order_id"])
+        if order is not None and order["status"] == domain.CONFIRMED:
+            return 201, public(order)
+        if order is not None and order["status"] == domain.CANCELLED:
+            failed = domain.OrderFailed(f"the order was cancelled: {order['reason']}",
+                                        order_id=order["_id"], reason=order["reason"])
+            return failed.status, error_document(failed)
+        raise domain.OrderInProgress("the order placed with this Idempotency-Key is still "
+                                     "running; ask again in a moment",
+                                     order_id=placement["order_id"])
 
     def accept_for_choreography(order_id: str, user_id: str, items: list[dict]) -> dict:
         """Validate and store the order; inventory takes it from `order.created`."""

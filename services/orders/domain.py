@@ -14,6 +14,8 @@ inventory says it reserved the stock, or could not (`after_stock_reserved`, ...)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -84,6 +86,28 @@ class InvalidTransition(Conflict):
 
 class OrderInProgress(Conflict):
     code = "order_in_progress"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
+# -- placing an order once per Idempotency-Key -------------------------------------------------
+
+def placement_id(user_id: str, key: str) -> str:
+    """One placement per customer and key: two customers may pick the same key."""
+    return "plc_" + hashlib.sha256(f"{user_id}\n{key}".encode()).hexdigest()[:24]
+
+
+def order_fingerprint(items: Sequence[Mapping[str, Any]]) -> str:
+    """What the request asked for, so the same key with another basket is refused."""
+    return hashlib.sha256(json.dumps(list(items), sort_keys=True).encode()).hexdigest()
+
+
+def check_same_order(placement: Mapping[str, Any], fingerprint: str) -> None:
+    if placement["fingerprint"] != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key placed another order; use a new key "
+                                   "for a new order", order_id=placement["order_id"])
 
 
 # -- the order ---------------------------------------------------------------------------------

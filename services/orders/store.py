@@ -100,3 +100,30 @@ class OrderStore:
                                      "from": source, "to": target, "reason": reason, "at": at})
         except DuplicateKeyError:
             pass  # recorded by an earlier attempt
+
+
+class PlacementStore:
+    """Idempotent order placement: one document per (customer, Idempotency-Key), made before the
+    saga starts and given the answer the saga ended with. A repeat of the request finds it:
+    the same answer for the same order, never a second order and a second charge. Placements
+    are kept with the orders (as long as a client could retry)."""
+
+    def __init__(self, placements: Collection) -> None:
+        self.placements = placements
+
+    def claim(self, placement_id: str, order_id: str, fingerprint: str) -> dict[str, Any] | None:
+        """Take the key for a new order; the earlier placement when it was taken already."""
+        try:
+            self.placements.insert_one({"_id": placement_id, "order_id": order_id,
+                                        "fingerprint": fingerprint, "status": None,
+                                        "body": None, "created_at": now()})
+        except DuplicateKeyError:
+            return self.placements.find_one({"_id": placement_id})
+        return None
+
+    def get(self, placement_id: str) -> dict[str, Any] | None:
+        return self.placements.find_one({"_id": placement_id})
+
+    def answered(self, placement_id: str, status: int, body: Any) -> None:
+        self.placements.update_one({"_id": placement_id},
+                                   {"$set": {"status": status, "body": body}})

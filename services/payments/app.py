@@ -21,13 +21,12 @@ import logging
 import os
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, request
 from flask import Response as FlaskResponse
 
-from patterns.api import PAGE_QUERY, ApiError, BadRequest
+from patterns.api import PAGE_QUERY, BadRequest, error_document, send_stored
 from patterns.auth import Claims
 from patterns.clock import utc_now_ms
-from patterns.logs import request_id_var
 from patterns.service import ServiceKit
 from patterns.settings import ServiceSettings
 from services.payments import domain
@@ -76,20 +75,8 @@ def idempotency_key() -> str:
     return key
 
 
-def error_response(error: ApiError) -> dict[str, Any]:
-    """An error body as the API sends it, kept so a repeat can get the very same one."""
-    body = {"code": error.code, "message": error.message, **error.details}
-    if request_id_var.get():
-        body["request_id"] = request_id_var.get()
-    return {"error": body}
-
-
 def answer(response: Response) -> FlaskResponse:
-    """Send a stored (status, body) as it is: a repeat gets exactly what the first call got."""
-    status, body = response
-    sent = jsonify(body)
-    sent.status_code = status
-    return sent
+    return send_stored(*response)
 
 
 def create_app(settings: ServiceSettings) -> Flask:
@@ -107,7 +94,7 @@ def create_app(settings: ServiceSettings) -> Flask:
         if decision.captured:
             response: Response = (201, public(payment))
         else:
-            response = (402, error_response(domain.PaymentDeclined(
+            response = (402, error_document(domain.PaymentDeclined(
                 f"the payment was declined: {decision.reason}", payment_id=payment["_id"],
                 order_id=payment["order_id"])))
         if not payments.record_charge(payment, response):  # the same key, at the same moment

@@ -338,3 +338,58 @@ def test_choreography_flow_finishes_the_order_from_inventorys_events(
         assert len(world.stockroom.posts("/commit")) == 1
     finally:
         world.orders_app.extensions["orders.recovery"].stop()
+
+
+def place_with_key(world, key: str, *items: tuple[str, int], user: str = "usr_alice"):
+    return world.orders.post("/api/v1/orders", headers={**world.user(user), "Idempotency-Key": key},
+                             json={"items": [{"product_id": product, "quantity": quantity}
+                                             for product, quantity in items]})
+
+
+def test_the_same_idempotency_key_places_one_order_and_gets_the_same_answer(world):
+    first = place_with_key(world, "basket-1", ("prd_mug", 2))
+    again = place_with_key(world, "basket-1", ("prd_mug", 2))
+    assert first.status_code == again.status_code == 201
+    assert again.get_json() == first.get_json()
+    assert len(world.payments_of(first.get_json()["id"])) == 1
+    assert world.stockroom.available["prd_mug"] == 8  # sold once
+    # Another customer's same key is another order; a new key, a new order.
+    assert place_with_key(world, "basket-1", ("prd_mug", 1), user="usr_bob").status_code == 201
+    other = place_with_key(world, "basket-2", ("prd_mug", 2))
+    assert other.get_json()["id"] != first.get_json()["id"]
+
+
+def test_a_failed_placement_is_answered_the_same_and_not_run_again(world):
+    world.provider(failure_rate=1.0)
+    first = place_with_key(world, "basket-3", ("prd_mug", 1))
+    world.provider(failure_rate=0.0)
+    again = place_with_key(world, "basket-3", ("prd_mug", 1))
+    assert first.status_code == again.status_code == 402
+    assert again.get_json()["error"]["order_id"] == first.get_json()["error"]["order_id"]
+    assert [p["status"] for p in world.payments_of(first.get_json()["error"]["order_id"])] == [
+        "failed"]
+
+
+def test_the_same_key_with_another_basket_is_409(world):
+    assert place_with_key(world, "basket-4", ("prd_mug", 1)).status_code == 201
+    reused = place_with_key(world, "basket-4", ("prd_tee", 1))
+    assert reused.status_code == 409
+    assert reused.get_json()["error"]["code"] == "idempotency_key_reused"
+    assert world.stockroom.available["prd_tee"] == 3
+
+
+def test_a_repeat_while_the_first_is_running_waits_for_its_answer(world):
+    world.provider(latency_ms=1500)  # the first request is inside its charge for a while
+    answers: list = []
+    first = threading.Thread(target=lambda: answers.append(
+        place_with_key(world, "basket-5", ("prd_mug", 1))))
+    first.start()
+    time.sleep(0.5)
+    repeat = world.orders_app.test_client().post(
+        "/api/v1/orders", headers={**world.user(), "Idempotency-Key": "basket-5"},
+        json={"items": [{"product_id": "prd_mug", "quantity": 1}]})
+    first.join()
+    assert repeat.status_code == answers[0].status_code == 201
+    assert repeat.get_json()["id"] == answers[0].get_json()["id"]
+    assert len(world.payments_of(repeat.get_json()["id"])) == 1
+    assert world.stockroom.available["prd_mug"] == 9
