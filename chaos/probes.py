@@ -117,6 +117,25 @@ def place_orders(gateway_url: str, max_orders: int = 60, max_seconds: float = 12
     return {"orders": orders, "counts": outcome_counts(orders)}
 
 
+def wait_for_confirmed_order(gateway_url: str, within_seconds: float = 60.0,
+                             pause_seconds: float = 1.0) -> dict[str, Any]:
+    """After the repair: place orders one at a time until one is confirmed (201), so the run
+    shows the shop heal (a breaker closing takes its recovery timeout). Fails past the bound."""
+    gateway = _loopback(gateway_url)
+    session = admin_session(gateway, timeout=10)
+    product_id = _stocked_product(session, gateway, 10)
+    started, attempts = time.monotonic(), []
+    while time.monotonic() - started < within_seconds:
+        attempts.append(_place_one(session, gateway, product_id))
+        if attempts[-1]["status"] == 201:
+            last = attempts[-1]
+            return {"confirmed_at": last["at"] + last["seconds"], "attempts": len(attempts),
+                    "counts": outcome_counts(attempts)}
+        time.sleep(pause_seconds)
+    raise RuntimeError(f"no order confirmed within {within_seconds} s of the repair: "
+                       f"{outcome_counts(attempts)}")
+
+
 def stop_placing_orders() -> None:
     """End the background `place_orders`; orders in flight still get their answer."""
     _stop_orders.set()

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 from matplotlib.patches import Patch
 
 LOAD_FUNC = "place_orders"
+RECOVERY_FUNC = "wait_for_confirmed_order"
 CHECKER_FUNC = "check_invariants"
 BREAKING = {"disable_proxy", "create_toxic", "create_latency_toxic", "create_timeout_toxic",
             "create_bandwith_degradation_toxic", "create_slow_connection_close_toxic",
@@ -56,6 +57,15 @@ class Verdict:
     activities: list[dict[str, Any]]
     orders: list[dict[str, Any]]
     checker: dict[str, dict[str, Any]] = field(default_factory=dict)
+    confirmed_again_at: float | None = None  # the first order confirmed after the repair
+
+    @property
+    def recovered_seconds(self) -> float | None:
+        """From the last repair to the first order confirmed again: how long the shop took to
+        heal (None: it did not, or the experiment did not wait for it)."""
+        if self.confirmed_again_at is None or not self.windows:
+            return None
+        return round(max(0.0, self.confirmed_again_at - self.windows[-1][1]), 1)
 
     @property
     def checker_clean(self) -> bool:
@@ -65,7 +75,8 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return (self.status == "completed" and not self.deviated and bool(self.before)
-                and bool(self.after) and self.checker_clean)
+                and bool(self.after) and self.checker_clean
+                and self.recovered_seconds is not None)
 
     def phase(self, order: dict[str, Any]) -> str:
         if not self.windows or order["at"] < self.windows[0][0]:
@@ -183,12 +194,15 @@ def read_journal(path: Path) -> Verdict:
     load = [run for run in journal["run"] if _func(run["activity"]) == LOAD_FUNC]
     orders = [order for run in load if isinstance(run.get("output"), dict)
               for order in run["output"]["orders"]]
+    recovery = [run.get("output") for run in journal["run"]
+                if _func(run["activity"]) == RECOVERY_FUNC and isinstance(run.get("output"), dict)]
     return Verdict(name=Path(path).parent.name, title=journal["experiment"]["title"],
                    status=journal["status"], deviated=bool(journal.get("deviated")),
                    before=_met(journal, "before"), after=_met(journal, "after"),
                    started=started, windows=fault_windows(journal["run"]),
                    activities=_activities(journal, started), orders=orders,
-                   checker=_checker_results(journal))
+                   checker=_checker_results(journal),
+                   confirmed_again_at=recovery[0]["confirmed_at"] if recovery else None)
 
 
 # -- writing the verdict ------------------------------------------------------------------------
@@ -214,13 +228,16 @@ def _yes(value: bool | None) -> str:
 
 def _headline(verdict: Verdict) -> str:
     if verdict.passed:
-        return ("**Verdict: PASSED.** The steady state held before and after the fault, and "
-                "the invariant checker found no violation.")
+        return ("**Verdict: PASSED.** The steady state held before and after the fault, the "
+                f"shop recovered in {verdict.recovered_seconds} s (an order confirmed again "
+                "after the repair), and the invariant checker found no violation.")
     reasons = [f"journal status {verdict.status}" if verdict.status != "completed" else "",
                "the steady state deviated" if verdict.deviated else "",
                "" if verdict.before else "the steady state was not met before the fault",
                "" if verdict.after else "the steady state was not met after the fault",
-               "" if verdict.checker_clean else "the invariant checker was not clean"]
+               "" if verdict.checker_clean else "the invariant checker was not clean",
+               "" if verdict.recovered_seconds is not None
+               else "no order was seen confirmed again after the repair"]
     return "**Verdict: FAILED** — " + "; ".join(reason for reason in reasons if reason) + "."
 
 
@@ -244,13 +261,20 @@ def _windows_text(verdict: Verdict) -> str:
                      f"({end - start:.1f} s)" for start, end in verdict.windows)
 
 
+def _recovered_text(verdict: Verdict) -> str:
+    if verdict.recovered_seconds is None:
+        return "**not seen**: no order confirmed after the repair"
+    return f"{verdict.recovered_seconds} s from the repair to the first order confirmed again"
+
+
 def markdown(verdict: Verdict, plot_name: str) -> str:
     lines = [f"# Chaos experiment `{verdict.name}`: {verdict.title}", "", _headline(verdict), "",
              "| | |", "|---|---|",
              f"| journal status | {verdict.status} (deviated: {verdict.deviated}) |",
              f"| steady state before the fault | {_yes(verdict.before)} |",
              f"| steady state after the fault | {_yes(verdict.after)} |",
-             f"| fault (seconds from the start) | {_windows_text(verdict)} |", "",
+             f"| fault (seconds from the start) | {_windows_text(verdict)} |",
+             f"| recovered in | {_recovered_text(verdict)} |", "",
              "## Orders placed by the load", "",
              ("Answers of the gateway to `POST /api/orders`, by when the order was placed "
               "relative to the fault (\"during\" runs from the first break to the last "

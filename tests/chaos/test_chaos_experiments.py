@@ -62,4 +62,7 @@ def test_the_hypothesis_holds_before_and_after_the_fault(sandbox: dict, name: st
     assert verdict.before is True and verdict.after is True
     assert verdict.deviated is False
     assert verdict.checker_clean, verdict.checker
+    # The shop healed within the run: an order confirmed again after the repair.
+    assert verdict.recovered_seconds is not None, verdict.activities
+    assert f"recovered in {verdict.recovered_seconds} s" in (tmp_path / "report.md").read_text()
     assert verdict.passed
