@@ -25,7 +25,9 @@ import psutil
 import yaml
 from IPython.display import Markdown, display
 
+from microlab.compose import compose_document
 from microlab.lab import Lab
+from microlab.processes import ROOT
 from microlab.topology import peer_env_name, plan_ports
 
 lab = Lab.connect()
@@ -89,40 +91,27 @@ for service in topology.services:
 #
 # Under `docker compose` each process becomes a container of one image; the command picks the
 # service. Peers are found by their compose names instead of `127.0.0.1`, and each edge still runs
-# through a proxy, now the real Toxiproxy container. Here is the compose service derived from
-# the topology for orders, with the very variable names its process reads above:
+# through a proxy, now the real Toxiproxy container. The repository's
+# [docker-compose.yml](../docker-compose.yml) is generated from the topology by
+# [microlab/compose.py](../microlab/compose.py) (`make compose`); here is its orders service,
+# with the very variable names its process reads above:
 
 # %%
-def compose_service(name: str) -> dict:
-    service = topology.service(name)
-    proxy_ports = plan_ports(topology).proxy_ports  # the default ports, as in `make up`
-
-    def through_proxy(callee: str) -> str:
-        return f"toxiproxy:{proxy_ports[f'{name}->{callee}']}"
-
-    environment = {peer_env_name(callee): f"http://{through_proxy(callee)}"
-                   for callee in service.calls}
-    if "mongo" in service.uses:
-        environment["MONGO_URL"] = f"mongodb://{through_proxy('mongo')}/"
-    if "rabbitmq" in service.uses:
-        environment["AMQP_URL"] = f"amqp://guest:guest@{through_proxy('rabbitmq')}/"
-    depends = {callee: {"condition": "service_healthy"}
-               for callee in service.calls if callee != "registry"}
-    depends.update({"toxiproxy": {"condition": "service_healthy"}})
-    return {"image": "microlab", "command": ["python", "-m", service.module],
-            "ports": [f"127.0.0.1:{service.port}:{service.port}"],
-            "environment": {"SERVICE_NAME": name, "PORT": str(service.port), **environment},
-            "depends_on": depends,
-            "healthcheck": {"test": ["CMD", "python", "-c", "import urllib.request; urllib.request"
-                                     f".urlopen('http://127.0.0.1:{service.port}/health')"]}}
-
-
-orders_in_compose = compose_service("orders")
-print(yaml.safe_dump({"orders": orders_in_compose}, sort_keys=False))
+compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+assert compose_file == yaml.safe_load(yaml.safe_dump(compose_document(topology))), (
+    "docker-compose.yml drifted from the topology: run `make compose`")
+composed = compose_file["services"]
+print(yaml.safe_dump({"orders": composed["orders"]}, sort_keys=False))
 
 for service in topology.services:
-    local, composed = wiring(service), compose_service(service)["environment"]
-    assert set(local) <= set(composed), f"{service}: compose lacks {set(local) - set(composed)}"
+    if service == "registry":  # under compose, the real Consul takes our registry's place
+        assert "consul" in composed
+        continue
+    local, environment = wiring(service), composed[service]["environment"]
+    assert set(local) <= set(environment), f"{service}: compose lacks {set(local) - set(environment)}"
+    for name in local:  # the same hop, through the proxy of the same edge
+        assert environment[name].rsplit(":", 1)[-1].rstrip("/") in {
+            str(port) for port in plan_ports(topology).proxy_ports.values()}, (service, name)
 
 # %% [markdown]
 # Three things changed and nothing else: *where* the process runs (a container), *how* a peer's
