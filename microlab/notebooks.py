@@ -66,8 +66,8 @@ def notebook_files(selection: list[str] | None = None) -> list[Path]:
     return chosen
 
 
-def kernel_environment(state: dict, run_dir: Path) -> dict[str, str]:
-    """What every kernel starts with: the sandbox's URLs, the project importable, no ANSI
+def kernel_support() -> dict[str, str]:
+    """What every kernel needs whatever sandbox it talks to: the project importable, no ANSI
     colours in tracebacks (they are read in reports and CI logs)."""
     ipython_dir = Path(tempfile.mkdtemp(prefix="microlab-ipython-"))
     profile = ipython_dir / "profile_default"
@@ -76,8 +76,13 @@ def kernel_environment(state: dict, run_dir: Path) -> dict[str, str]:
         'c.InteractiveShell.colors = "nocolor"\n'
         # Every kernel says it runs over TCP without encryption: true on loopback, and noise.
         'c.IPKernelApp.log_level = "ERROR"\n')
-    return {**sandbox_env(state, run_dir), "IPYTHONDIR": str(ipython_dir),
-            "PYTHONPATH": str(ROOT)}
+    path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"IPYTHONDIR": str(ipython_dir), "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
+
+
+def kernel_environment(state: dict, run_dir: Path) -> dict[str, str]:
+    """A kernel pointed at one sandbox: its URLs, and what every kernel needs."""
+    return {**sandbox_env(state, run_dir), **kernel_support()}
 
 
 def first_error(notebook) -> str:
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     files = notebook_files(args.notebooks)
     began = time.monotonic()
     if args.existing:
+        os.environ.update(kernel_support())
         verdicts, code = run_all(files, args.out, args.cell_timeout), 0
     else:
         verdicts, code = on_own_sandbox(files, args.out, args.cell_timeout)
