@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from microlab.processes import ROOT
-from microlab.topology import Topology, load_topology, peer_env_name, plan_ports
+from microlab.topology import Topology, load_topology, peer_env_name, plan_ports, wiring_env
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TOXIPROXY_CONFIG = ROOT / "compose" / "toxiproxy.json"
@@ -87,18 +87,11 @@ def service_environment(name: str, topology: Topology) -> dict[str, str | None]:
     def through_proxy(callee: str) -> str:
         return f"toxiproxy:{ports[f'{name}->{callee}']}"
 
-    env: dict[str, str | None] = {"SERVICE_NAME": name, "HOST": "0.0.0.0", "ADVERTISE_HOST": name,
-           "PORT": str(service.port), "THREADS": str(service.threads),
-           "MICROLAB_ENV": "${MICROLAB_ENV:-dev}"}
-    if "mongo" in service.uses:
-        env["MONGO_URL"] = f"mongodb://{through_proxy('mongo')}/"
-        env["MONGO_DB"] = name
-    if "rabbitmq" in service.uses:
-        env["AMQP_URL"] = f"amqp://guest:guest@{through_proxy('rabbitmq')}/"
-    for callee in service.calls:
-        env[peer_env_name(callee)] = f"http://{through_proxy(callee)}"
-    if "registry" in service.calls:
-        env["CONSUL_URL"] = env[peer_env_name("registry")]
+    env: dict[str, str | None] = {
+        "SERVICE_NAME": name, "HOST": "0.0.0.0", "ADVERTISE_HOST": name,
+        "PORT": str(service.port), "THREADS": str(service.threads),
+        "MICROLAB_ENV": "${MICROLAB_ENV:-dev}",
+        **wiring_env(service, through_proxy)}
     if name == "gateway":
         env["REDIS_URL"] = "redis://redis:6379/0"
     if name == "users":  # passed through from the shell when set there, else left unset

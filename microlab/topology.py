@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -203,11 +204,29 @@ def peer_env_name(service: str) -> str:
     return f"{service.upper()}_URL"
 
 
-def _with_port(url: str, port: int) -> str:
+def _with_address(url: str, address: str) -> str:
+    """`url` pointed at `address` ("host:port"), its credentials kept."""
     parts = urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{LOOPBACK}:{port}" if userinfo else f"{LOOPBACK}:{port}"
+    netloc = f"{userinfo}@{address}" if userinfo else address
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def wiring_env(service: Service, address_of: Callable[[str], str],
+               amqp_url: str = DEFAULT_AMQP_URL) -> dict[str, str]:
+    """Where a service finds its database, its broker and its peers: the same variables in
+    every mode; `address_of(target)` ("host:port") says where each one is reached."""
+    env = {}
+    if "mongo" in service.uses:
+        env["MONGO_URL"] = f"mongodb://{address_of('mongo')}/"
+        env["MONGO_DB"] = service.name
+    if "rabbitmq" in service.uses:
+        env["AMQP_URL"] = _with_address(amqp_url, address_of("rabbitmq"))
+    for callee in service.calls:
+        env[peer_env_name(callee)] = f"http://{address_of(callee)}"
+    if "registry" in service.calls:
+        env["CONSUL_URL"] = env[peer_env_name("registry")]
+    return env
 
 
 def service_env(topology: Topology, plan: PortPlan, name: str, *, through_proxies: bool,
@@ -215,19 +234,9 @@ def service_env(topology: Topology, plan: PortPlan, name: str, *, through_proxie
     """The environment variables service `name` starts with in local mode."""
     service = topology.service(name)
 
-    def port_of(target: str) -> int:
+    def address_of(target: str) -> str:
         edge = Edge(name, target).name
-        return plan.proxy_ports[edge] if through_proxies else plan.ports[target]
+        return f"{LOOPBACK}:{plan.proxy_ports[edge] if through_proxies else plan.ports[target]}"
 
-    env = {"SERVICE_NAME": name, "HOST": LOOPBACK, "PORT": str(plan.ports[name]),
-           "THREADS": str(service.threads)}
-    if "mongo" in service.uses:
-        env["MONGO_URL"] = f"mongodb://{LOOPBACK}:{port_of('mongo')}/"
-        env["MONGO_DB"] = name
-    if "rabbitmq" in service.uses:
-        env["AMQP_URL"] = _with_port(amqp_url, port_of("rabbitmq"))
-    for callee in service.calls:
-        env[peer_env_name(callee)] = f"http://{LOOPBACK}:{port_of(callee)}"
-    if "registry" in service.calls:
-        env["CONSUL_URL"] = env[peer_env_name("registry")]
-    return env
+    return {"SERVICE_NAME": name, "HOST": LOOPBACK, "PORT": str(plan.ports[name]),
+            "THREADS": str(service.threads), **wiring_env(service, address_of, amqp_url)}
