@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
+import yaml  # noqa: E402
 
 from microlab.compose import COMPOSE_FILE  # noqa: E402
 from microlab.preflight import PreflightError, check_ports_free  # noqa: E402
@@ -328,14 +330,16 @@ def leftovers() -> list[str]:
 
 
 def published_ports() -> PortPlan:
-    ports = {"gateway": 3000, "users": 3001, "products": 3002, "orders": 3003,
-             "inventory": 3004, "payments": 3005, "notifications": 3006, "email": 3007,
-             "consul": 8500, "toxiproxy": 8474, "jaeger": 16686, "jupyter": 8888,
-             "locust": 8089}
-    ports.update(amqp=int(STACK_ENV["MICROLAB_AMQP_PORT"]),
-                 rabbitmq_ui=int(STACK_ENV["MICROLAB_RABBITMQ_UI_PORT"]),
-                 mongo=int(STACK_ENV["MICROLAB_MONGO_PORT"]))
-    return PortPlan(ports)
+    """Every host port the compose file publishes (with this run's STACK_ENV), by service."""
+    def host_port(published: str) -> int:  # "127.0.0.1:${VAR:-5672}:5672" or "127.0.0.1:3000:3000"
+        host_side = published.split(":", 1)[1].rsplit(":", 1)[0]
+        variable = re.fullmatch(r"\$\{(\w+):-(\d+)\}", host_side)
+        return int(STACK_ENV.get(variable[1], variable[2]) if variable else host_side)
+
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return PortPlan({f"{name} ({index})" if index else name: host_port(published)
+                     for name, service in services.items()
+                     for index, published in enumerate(service.get("ports", []))})
 
 
 # -- 4. the shop, used --------------------------------------------------------------------------
@@ -481,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         with podman_socket():
             take_down()  # what a killed earlier run may have left
             try:
-                check_ports_free(published_ports())
+                check_ports_free(published_ports(), skip=())
             except PreflightError as error:
                 raise StackError(str(error)) from None
             driver = HealthDriver()
