@@ -1,10 +1,10 @@
 """`microlab`: run and inspect the sandbox.
 
-    microlab up [--free-ports | --port-offset N] [--fresh] [--quiet]
+    microlab up [--free-ports | --port-offset N] [--fresh] [--quiet] [--restart on-failure]
     microlab down
     microlab status [--json]
     microlab logs SERVICE [-f] [-n LINES]
-    microlab stop|start|restart SERVICE
+    microlab stop|start|restart SERVICE     (a service, or the infrastructure: mongo, chaos)
     microlab chaos list | latency EDGE MS [--jitter MS] | down EDGE | up EDGE | reset
     microlab check [--json]
 
@@ -81,7 +81,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     printer = None if args.quiet else LogPrinter(names, colour=None if args.colour else False)
     namespace = default_namespace(run_dir.path) if args.namespace is None else args.namespace
     supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, chaos=args.chaos,
-                            namespace=namespace, on_line=printer)
+                            namespace=namespace, restart_services=args.restart == "on-failure",
+                            on_line=printer)
     supervisor.install_signal_handlers()
     try:
         seconds = supervisor.start(fresh=args.fresh)
@@ -295,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prefix for RabbitMQ exchanges and queues, so sandboxes sharing "
                          "a broker stay apart (default: one derived from the run dir; "
                          "'' for none)")
+    up.add_argument("--restart", choices=["no", "on-failure"], default="no",
+                    help="restart policy for services, as in compose: on-failure brings a "
+                         "crashed service back with backoff (the embedded MongoDB and the "
+                         "chaos proxy always are)")
     up.add_argument("--no-chaos", dest="chaos", action="store_false",
                     help="wire services straight to each other, without chaos proxies")
     up.set_defaults(handler=cmd_up)
@@ -314,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler=cmd_logs)
 
     for action in ("stop", "start", "restart"):
-        lifecycle = commands.add_parser(action, help=f"{action} one service")
+        lifecycle = commands.add_parser(
+            action, help=f"{action} one service, or the embedded MongoDB (mongo) or the chaos "
+                         "proxy (chaos)")
         lifecycle.add_argument("service")
         lifecycle.set_defaults(handler=cmd_lifecycle)
 

@@ -1,9 +1,12 @@
 """The supervisor's control API, on loopback only.
 
     GET  /status                      every process: pid, port, state, health, uptime, memory
-    POST /services/<name>/stop        stop one service (the rest keep answering)
+    POST /services/<name>/stop        stop one process (the rest keep answering)
     POST /services/<name>/start       start it again and wait until it is healthy
     POST /services/<name>/restart     both
+
+<name> is a service of the topology or a piece of infrastructure the supervisor runs (`mongo`,
+`chaos`).
 
 `microlab status|stop|start|restart`, the tests and the notebooks use it. Lifecycle commands run
 on the supervisor's main thread; this server only carries them there and back.

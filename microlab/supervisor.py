@@ -4,7 +4,10 @@
 the embedded MongoDB, then every service (each `python -m services.<name>`, a gunicorn with one
 gthread worker) on the ports of the topology, waits until each answers /health, and prints the
 URLs. Then it streams everyone's logs, prefixed, and answers a small control API (status, stop,
-start or restart one service) that `microlab status/stop/start/restart` and the tests use.
+start or restart any process by name, services and infrastructure alike) that `microlab
+status/stop/start/restart` and the tests use. A process that crashes is brought back under the
+restart policy of restarts.py: always for infrastructure, for services with `--restart
+on-failure`.
 
 Ctrl-C or SIGTERM stops services first, then infrastructure, and leaves no process behind.
 
@@ -15,6 +18,7 @@ hands its requests to the main thread through a queue.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import os
 import queue
@@ -36,9 +40,11 @@ from microlab.control import ControlServer
 from microlab.embedded_mongo import mongo_command, wait_for_mongo
 from microlab.preflight import PreflightError, check_executables, check_ports_free, check_rabbitmq
 from microlab.processes import ManagedProcess, pss_bytes
+from microlab.restarts import CrashCounter, RestartPolicy
 from microlab.topology import (DEFAULT_AMQP_URL, LOOPBACK, PortPlan, Topology, service_env)
 
 STARTUP_TIMEOUT = 60.0
+INFRASTRUCTURE = ("mongo", "chaos")
 
 
 class StartupError(Exception):
@@ -96,8 +102,9 @@ def supervisor_alive(state: dict | None) -> bool:
 class Supervisor:
     def __init__(self, topology: Topology, plan: PortPlan, run_dir: RunDir, *,
                  amqp_url: str = DEFAULT_AMQP_URL, chaos: bool = True, namespace: str = "",
+                 restart_services: bool = False, policy: RestartPolicy = RestartPolicy(),
                  on_line: Callable[[str, str], None] | None = None,
-                 out: Callable[[str], None] = print) -> None:
+                 out: Callable[[str], None] = functools.partial(print, flush=True)) -> None:
         self.topology = topology
         self.plan = plan
         self.run_dir = run_dir
@@ -110,7 +117,10 @@ class Supervisor:
         self.stopping = threading.Event()
         self._commands: queue.Queue[tuple[Callable[[], Any], queue.Queue]] = queue.Queue()
         self._stopped_on_purpose: set[str] = set()
-        self._reported_exits: set[str] = set()
+        self._handled_exits: set[str] = set()
+        self.restart_services = restart_services
+        self.crashes = CrashCounter(policy)
+        self._restart_at: dict[str, float] = {}  # name -> time.monotonic() to start it again
         self.control = ControlServer(self, LOOPBACK, plan.port("control"))
         self.processes = self._build_processes(on_line)
 
@@ -166,14 +176,9 @@ class Supervisor:
         self.control.start()
         self._write_state(ready=False)
 
-        self.processes["mongo"].start()
-        wait_for_mongo(self.urls()["mongo"], timeout=20)
-        if self.chaos:
-            self.processes["chaos"].start()
-            self._wait_healthy(["chaos"])
-            # One proxy per edge, before any service tries to use one.
-            ChaosClient(self.plan.url("chaos"), self.topology).populate(
-                edge_proxies(self.topology, self.plan))
+        for infrastructure in INFRASTRUCTURE:
+            if infrastructure in self.processes:
+                self._bring_up(infrastructure)
         self._check_interrupted()
         for wave in self.topology.waves():
             for name in wave:
@@ -182,6 +187,22 @@ class Supervisor:
         self.startup_seconds = round(time.monotonic() - began, 2)
         self._write_state(ready=True)
         return self.startup_seconds
+
+    def _bring_up(self, name: str) -> None:
+        """Start one process and wait until it can be used."""
+        self.processes[name].start()
+        if name == "mongo":
+            try:
+                wait_for_mongo(self.urls()["mongo"], timeout=20)
+            except TimeoutError as error:
+                raise StartupError(self._failure_report("mongo", str(error))) from None
+            return
+        self._wait_healthy([name])
+        if name == "chaos":
+            # One proxy per edge, before any service tries to use one (a restarted proxy
+            # starts empty: its edges come back, their toxics do not).
+            ChaosClient(self.plan.url("chaos"), self.topology).populate(
+                edge_proxies(self.topology, self.plan))
 
     def _check_interrupted(self) -> None:
         if self.stopping.is_set():
@@ -229,10 +250,10 @@ class Supervisor:
     def serve_forever(self) -> None:
         """Run control commands on the main thread until asked to stop."""
         while not self.stopping.is_set():
+            self._watch_exits()
             try:
                 command, reply = self._commands.get(timeout=0.5)
             except queue.Empty:
-                self._report_exits()
                 continue
             try:
                 reply.put((True, command()))
@@ -250,19 +271,62 @@ class Supervisor:
             raise result
         return result
 
-    def _report_exits(self) -> None:
+    # -- crashes and the restart policy --------------------------------------------------
+    def restarts(self, name: str) -> bool:
+        """Is `name` brought back when it crashes? Infrastructure always, services on request."""
+        return name in INFRASTRUCTURE or self.restart_services
+
+    def _watch_exits(self) -> None:
         for name, process in self.processes.items():
             if (process.popen is not None and not process.running
                     and name not in self._stopped_on_purpose
-                    and name not in self._reported_exits):
-                self._reported_exits.add(name)
-                self.out(f"!! {name} exited with code {process.returncode}; "
-                         f"`microlab start {name}` starts it again")
+                    and name not in self._handled_exits):
+                self._handled_exits.add(name)
+                self._crashed(name, process)
+        now = time.monotonic()
+        for name, when in list(self._restart_at.items()):
+            if now >= when:
+                del self._restart_at[name]
+                self._restart(name)
 
-    # -- one service at a time (fault isolation) ----------------------------------------
+    def _crashed(self, name: str, process: ManagedProcess) -> None:
+        code = process.returncode
+        # on-failure, as in compose: a process that exits with 0 meant to stop.
+        if not self.restarts(name) or code == 0:
+            self.out(f"!! {name} exited with code {code}; "
+                     f"`microlab start {name}` starts it again")
+            return
+        uptime = time.time() - (process.started_at or time.time())
+        count, delay = self.crashes.crashed(name, uptime)
+        if delay is None:
+            self.out(f"!! {name} exited with code {code}, its {count}th crash in a row: "
+                     f"a crash loop, not restarting it again. Look at `microlab logs {name}`; "
+                     f"`microlab start {name}` tries again")
+            return
+        self.out(f"!! {name} exited with code {code}; restarting it in {delay:g} s "
+                 f"(crash {count} in a row, the policy gives up after "
+                 f"{self.crashes.policy.max_crashes})")
+        self._restart_at[name] = time.monotonic() + delay
+
+    def _restart(self, name: str) -> None:
+        self._handled_exits.discard(name)
+        try:
+            self._bring_up(name)
+        except StartupError as error:
+            self.out(f"!! restarting {name} failed: {error}")
+            self.processes[name].stop(timeout=5)  # seen as the next crash in a row
+            return
+        except Interrupted:
+            return
+        self.out(f"** {name} is back (pid {self.processes[name].pid})")
+        self._write_state(ready=True)
+
+    # -- one process at a time (fault isolation) ----------------------------------------
     def _known(self, name: str) -> ManagedProcess:
-        if name not in self.topology.services:
-            raise KeyError(f"unknown service {name!r} (known: {', '.join(self.services)})")
+        if name not in self.processes:
+            raise KeyError(f"unknown service {name!r} (known: {', '.join(self.processes)})")
+        self._restart_at.pop(name, None)
+        self.crashes.forget(name)
         return self.processes[name]
 
     def stop_service(self, name: str) -> dict:
@@ -275,9 +339,8 @@ class Supervisor:
     def start_service(self, name: str) -> dict:
         process = self._known(name)
         self._stopped_on_purpose.discard(name)
-        self._reported_exits.discard(name)
-        process.start()
-        self._wait_healthy([name])
+        self._handled_exits.discard(name)
+        self._bring_up(name)
         self._write_state(ready=True)
         return self.service_row(name)
 
