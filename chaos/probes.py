@@ -9,6 +9,12 @@
   violation".
 - `all_upstreams_ok`: a tolerance for an HTTP probe on the gateway's `/api/health`.
 - `wait_for_recovery`: how long the gateway takes to see every service healthy again.
+- `answers_dependency_unavailable`: during a database outage, the gateway passes on the
+  service's 503 that names the database, with Retry-After, fast; the activity fails otherwise.
+- `kill_service`: SIGKILL a service's process group, a crash as the kernel's OOM killer does it.
+- `stop_broker` / `start_broker`: a real RabbitMQ restart (`rabbitmqctl stop_app|start_app`),
+  only when the broker is the sandbox's own (CHAOS_OWN_BROKER=1): never the shared one by
+  accident.
 
 Only loopback gateways are accepted: this is a load generator, pointed at your own sandbox.
 """
@@ -16,6 +22,8 @@ Only loopback gateways are accepted: this is a load generator, pointed at your o
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +38,7 @@ import requests
 
 from microlab.launcher import admin_session
 from microlab.processes import ROOT
+from microlab.supervisor import RunDir
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ORDER_TIMEOUT = 35.0  # seconds; the gateway gives orders 30 s before answering 504
@@ -141,7 +150,75 @@ def stop_placing_orders() -> None:
     _stop_orders.set()
 
 
+# -- faults the Toxiproxy API cannot make ------------------------------------------------------
+
+def kill_service(run_dir: str, service: str) -> dict[str, Any]:
+    """SIGKILL `service`'s whole process group: no clean shutdown, requests in flight lost,
+    a saga cut between two steps. `microlab start SERVICE` (or the supervisor's restart
+    policy, with `up --restart on-failure`) brings it back."""
+    path = Path(run_dir) if Path(run_dir).is_absolute() else ROOT / run_dir
+    state = RunDir(path).read_state() or {}
+    pid = state.get("pids", {}).get(service)
+    if pid is None:
+        raise RuntimeError(f"{service} is not running in the sandbox at {path}")
+    os.killpg(pid, signal.SIGKILL)
+    return {"service": service, "pid": pid}
+
+
+BROKER_IS_OURS = "CHAOS_OWN_BROKER"
+
+
+def _rabbitmqctl(action: str) -> dict[str, Any]:
+    if os.environ.get(BROKER_IS_OURS) != "1":
+        raise RuntimeError(
+            f"refusing to {action} the RabbitMQ node: it may be shared with other sandboxes "
+            f"and programs. Set {BROKER_IS_OURS}=1 when the broker is this sandbox's own "
+            f"(compose mode, a CI machine); the broker-restart experiment cuts the hops "
+            f"instead and is safe anywhere")
+    command = os.environ.get("CHAOS_RABBITMQCTL", "rabbitmqctl").split() + [action]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()[-300:]}")
+    return {"command": " ".join(command)}
+
+
+def stop_broker() -> dict[str, Any]:
+    """Stop the RabbitMQ application (the Erlang node stays up): every connection drops."""
+    return _rabbitmqctl("stop_app")
+
+
+def start_broker() -> dict[str, Any]:
+    """Start it again; durable queues and their persistent messages are still there."""
+    return _rabbitmqctl("start_app")
+
+
 # -- health and invariants ----------------------------------------------------------------------
+
+def answers_dependency_unavailable(gateway_url: str, path: str = "/api/products",
+                                   dependency: str = "mongo",
+                                   within_seconds: float = 3.0) -> dict[str, Any]:
+    """While a service's database is cut: GET `path` through the gateway must answer 503
+    `dependency_unavailable` naming `dependency`, with a Retry-After, within `within_seconds`
+    (a known failure is said at once, never a 500 or a hang). Raises otherwise, which fails the
+    activity and so the experiment."""
+    gateway = _loopback(gateway_url)
+    started = time.monotonic()
+    answer = requests.get(f"{gateway}{path}", timeout=within_seconds + 5)
+    seconds = round(time.monotonic() - started, 3)
+    try:
+        error = answer.json().get("error", {})
+    except ValueError:
+        error = {}
+    seen = {"status": answer.status_code, "code": error.get("code"),
+            "dependency": error.get("dependency"),
+            "retry_after": answer.headers.get("Retry-After"), "seconds": seconds}
+    expected = {"status": 503, "code": "dependency_unavailable", "dependency": dependency}
+    if (any(seen[key] != value for key, value in expected.items()) or not seen["retry_after"]
+            or seconds > within_seconds):
+        raise RuntimeError(f"expected {expected} with Retry-After within {within_seconds} s, "
+                           f"got {seen}")
+    return seen
+
 
 def all_upstreams_ok(value: dict[str, Any]) -> bool:
     """Tolerance for an HTTP probe on /api/health: every service behind the gateway is ok."""

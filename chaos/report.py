@@ -37,7 +37,9 @@ CHECKER_FUNC = "check_invariants"
 BREAKING = {"disable_proxy", "create_toxic", "create_latency_toxic", "create_timeout_toxic",
             "create_bandwith_degradation_toxic", "create_slow_connection_close_toxic",
             "create_slicer_toxic", "create_limiter_toxic"}
-REPAIRING = {"enable_proxy", "delete_toxic"}
+REPAIRING = {"enable_proxy", "delete_toxic", "start_broker"}
+# Faults made outside the Toxiproxy API: the function, and the argument naming what it breaks.
+BREAKING_PROCESSES = {"kill_service": "service", "stop_broker": ""}
 STATUS_COLUMNS = ("201", "409", "402", "503")
 COLOURS = {"201": "tab:green", "409": "tab:orange", "402": "tab:purple", "503": "tab:red",
            "504": "tab:brown", "no answer": "black"}
@@ -73,9 +75,16 @@ class Verdict:
                                           for result in self.checker.values())
 
     @property
+    def failed_activities(self) -> list[str]:
+        """The method's activities that failed: a fault not injected, or a probe of the
+        hypothesis during the fault (such as `answers_dependency_unavailable`) not met."""
+        return [row["name"] for row in self.activities
+                if row["phase"] == "method" and row["status"] == "failed"]
+
+    @property
     def passed(self) -> bool:
         return (self.status == "completed" and not self.deviated and bool(self.before)
-                and bool(self.after) and self.checker_clean
+                and bool(self.after) and self.checker_clean and not self.failed_activities
                 and self.recovered_seconds is not None)
 
     def phase(self, order: dict[str, Any]) -> str:
@@ -116,8 +125,10 @@ def _change(activity: dict[str, Any]) -> tuple[str, str] | None:
     target = arguments.get("proxy_name") or arguments.get("for_proxy", "")
     if func in BREAKING:
         return "break", target
+    if func in BREAKING_PROCESSES:
+        return "break", arguments.get(BREAKING_PROCESSES[func], "rabbitmq")
     if func in REPAIRING:
-        return "repair", target
+        return "repair", target or "rabbitmq"
     return ("repair", "*") if func == "reset" else None
 
 
@@ -236,6 +247,8 @@ def _headline(verdict: Verdict) -> str:
                "" if verdict.before else "the steady state was not met before the fault",
                "" if verdict.after else "the steady state was not met after the fault",
                "" if verdict.checker_clean else "the invariant checker was not clean",
+               ("these activities of the method failed: " + ", ".join(verdict.failed_activities)
+                if verdict.failed_activities else ""),
                "" if verdict.recovered_seconds is not None
                else "no order was seen confirmed again after the repair"]
     return "**Verdict: FAILED** — " + "; ".join(reason for reason in reasons if reason) + "."
