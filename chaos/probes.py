@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from microlab.lab import place_order
 from microlab.launcher import admin_session
 from microlab.processes import ROOT
 from microlab.supervisor import RunDir
@@ -69,16 +70,20 @@ def _stocked_product(session: requests.Session, gateway: str, wanted: int) -> st
 
 
 def _place_one(session: requests.Session, gateway: str, product_id: str) -> dict[str, Any]:
+    """One order, retried with its Idempotency-Key while its answer is lost (as a careful
+    client does: never a second order for it); its final answer and the attempts it took."""
     started = time.time()
+    attempts = 1
     try:
-        answer = session.post(f"{gateway}/api/orders", timeout=ORDER_TIMEOUT, json={
-            "items": [{"product_id": product_id, "quantity": 1}]})
+        answer, attempts = place_order(session, gateway, [{"product_id": product_id,
+                                                           "quantity": 1}],
+                                       timeout=ORDER_TIMEOUT)
         status: int | None = answer.status_code
         reason = _reason(answer)
     except requests.RequestException as error:
-        status, reason = None, type(error).__name__
+        status, reason, attempts = None, type(error).__name__, 3
     return {"at": started, "seconds": round(time.time() - started, 3), "status": status,
-            "reason": reason}
+            "reason": reason, "attempts": attempts}
 
 
 def _reason(answer: requests.Response) -> str:

@@ -9,6 +9,11 @@ one request named `POST /api/orders`, so its row in the CSVs is the order latenc
   steps and said why) — failures.csv counts each kind;
 - anything else (500, a timeout, a dropped connection) is `unexpected <status>`.
 
+Each order carries an Idempotency-Key; when its answer is lost (no answer, 502, 504) the
+shopper asks again with the same key, as a careful client does — orders answers a repeat as it
+answered the first, so no order is placed or charged twice. Retries are their own row,
+`POST /api/orders (retry, same key)`.
+
 Env: SHOP_MAX_QUANTITY (1) — each order is 1..N units of one random catalogue product.
 """
 
@@ -21,9 +26,11 @@ import uuid
 from locust import HttpUser, constant, task
 
 from loadtests.names import ORDERS
+from microlab.lab import answer_was_lost, error_code
 
 COMPENSATED = frozenset({402, 409, 502, 503})
 MAX_QUANTITY = int(os.environ.get("SHOP_MAX_QUANTITY", "1"))
+ATTEMPTS = 3
 
 
 class Shopper(HttpUser):
@@ -44,14 +51,20 @@ class Shopper(HttpUser):
     def place_order(self) -> None:
         item = {"product_id": random.choice(self.product_ids),
                 "quantity": random.randint(1, MAX_QUANTITY)}
-        with self.client.post("/api/orders", json={"items": [item]}, name=ORDERS,
-                              catch_response=True, timeout=60) as response:
-            if response.status_code == 201:
-                response.success()
-            elif response.status_code in COMPENSATED:
-                response.failure(f"compensated {response.status_code} {_reason(response)}")
-            else:
-                response.failure(f"unexpected {response.status_code}")
+        headers = {"Idempotency-Key": f"load-{uuid.uuid4().hex}"}
+        for attempt in range(1, ATTEMPTS + 1):
+            name = ORDERS if attempt == 1 else f"{ORDERS} (retry, same key)"
+            with self.client.post("/api/orders", json={"items": [item]}, headers=headers,
+                                  name=name, catch_response=True, timeout=60) as response:
+                lost = answer_was_lost(response.status_code, error_code(response))
+                if response.status_code == 201:
+                    response.success()
+                elif response.status_code in COMPENSATED and not lost:
+                    response.failure(f"compensated {response.status_code} {_reason(response)}")
+                else:
+                    response.failure(f"unexpected {response.status_code}")
+            if not lost:
+                return
 
 
 def _reason(response) -> str:

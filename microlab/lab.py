@@ -41,9 +41,47 @@ from microlab.supervisor import RunDir
 from microlab.topology import DEFAULT_AMQP_URL, load_topology, peer_env_name, plan_ports
 
 DEFAULT_RUN_DIR = ROOT / ".microlab"
+
 # Infrastructure URLs and the env var each is read from (services: <NAME>_URL).
 INFRA_ENV = {"mongo": "MONGO_URL", "rabbitmq": "AMQP_URL", "chaos": "TOXIPROXY_URL",
              "control": "CONTROL_URL"}
+
+
+def answer_was_lost(status: int | None, code: str | None = None) -> bool:
+    """No answer, the gateway gave up waiting (504), or it could not reach the service (502
+    `upstream_unreachable`; orders' own 502 `peer_rejected` is an answer): the order may exist
+    or not, so only a retry with the same Idempotency-Key is safe."""
+    return status in (None, 0, 504) or (status == 502 and code == "upstream_unreachable")
+
+
+def error_code(answer: Any) -> str | None:
+    """The `error.code` of a JSON error answer, if it has one."""
+    try:
+        return answer.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def place_order(session: requests.Session, gateway: str, items: list[dict], *,
+                attempts: int = 3, timeout: float = 35.0) -> tuple[requests.Response, int]:
+    """POST /api/orders as a careful client does: with an Idempotency-Key, retried with the
+    same key while the answer was lost (no answer, 502, 504). Orders places one order per key
+    and answers a repeat as it answered the first, so a retry can neither order twice nor
+    charge twice. Returns the last answer and how many attempts it took; raises the last
+    `requests` error when no attempt got an answer."""
+    headers = {"Idempotency-Key": f"client-{uuid.uuid4().hex}"}
+    for attempt in range(1, attempts + 1):
+        try:
+            answer = session.post(f"{gateway}/api/orders", json={"items": items},
+                                  headers=headers, timeout=timeout)
+            lost = answer_was_lost(answer.status_code, error_code(answer))
+            if not lost or attempt == attempts:
+                return answer, attempt
+        except requests.RequestException:
+            if attempt == attempts:
+                raise
+        time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def sandbox_env(state: dict, run_dir: Path) -> dict[str, str]:

@@ -306,6 +306,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
 
+from microlab.lab import place_order as placed_with_key
+
 MAX_ORDERS, PAUSE = 150, 0.25
 
 
@@ -331,10 +333,13 @@ print(f"{len(customers)} customers will buy {product['name']!r}; "
 
 
 def place_order(customer: requests.Session) -> tuple[int | None, str]:
-    """One order through the gateway: its status code (None: no answer) and why."""
+    """One order through the gateway: its status code (None: no answer) and why. When the
+    answer is lost (no answer, 504, the gateway's 502) it is asked again with the same
+    Idempotency-Key, as a careful client does: the repeat gets the first one's answer, never a
+    second order or a second charge."""
     try:
-        answer = customer.post(f"{lab.gateway}/api/orders", timeout=10, json={
-            "items": [{"product_id": product["id"], "quantity": 1}]})
+        answer, _attempts = placed_with_key(customer, lab.gateway, [
+            {"product_id": product["id"], "quantity": 1}], attempts=2, timeout=10)
     except requests.RequestException as error:
         return None, type(error).__name__
     try:
