@@ -38,6 +38,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+import requests
+
 from patterns.clock import SYSTEM_CLOCK, Clock
 
 T = TypeVar("T")
@@ -49,7 +51,8 @@ def is_transient(exc: BaseException) -> bool:
     An exception "says so" with a true `retryable` attribute, as `patterns.http.ServiceError`
     does for 502, 503 and 504.
     """
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    if isinstance(exc, (ConnectionError, TimeoutError, requests.ConnectionError,
+                        requests.Timeout)):  # requests' own, not subclasses of the built-ins
         return True
     return bool(getattr(exc, "retryable", False))
 

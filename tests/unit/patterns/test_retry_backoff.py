@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +86,14 @@ def test_default_retry_on_covers_timeouts_and_errors_that_say_they_are_retryable
     assert is_transient(Answer(retryable=True))
     assert not is_transient(Answer(retryable=False))
     assert not is_transient(RuntimeError())
+
+
+def test_requests_own_connection_errors_and_timeouts_are_transient():
+    # requests' exceptions are IOErrors, not the built-in ConnectionError/TimeoutError: a
+    # Balancer.call or Retry around plain `requests` must still fail over and retry on them.
+    assert is_transient(requests.ConnectionError("refused"))
+    assert is_transient(requests.ReadTimeout("slow"))
+    assert not is_transient(requests.HTTPError("404"))
 
 
 def test_a_custom_retry_on_decides(clock):
