@@ -17,17 +17,27 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from microlab.supervisor import Supervisor
+
+class Supervised(Protocol):
+    """What the control API needs of the supervisor (which builds this server, so this module
+    does not import it back)."""
+
+    def status(self) -> dict: ...
+    def submit(self, command: Callable[[], Any], timeout: float = ...) -> Any: ...
+    def stop_service(self, name: str) -> dict: ...
+    def start_service(self, name: str) -> dict: ...
+    def restart_service(self, name: str) -> dict: ...
+
 
 _ACTION = re.compile(r"^/services/([a-z_]+)/(stop|start|restart)$")
 
 
 class _Handler(BaseHTTPRequestHandler):
-    supervisor: Supervisor
+    supervisor: Supervised
 
     def do_GET(self) -> None:
         if self.path == "/status":
@@ -64,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ControlServer:
-    def __init__(self, supervisor: Supervisor, host: str, port: int) -> None:
+    def __init__(self, supervisor: Supervised, host: str, port: int) -> None:
         handler = type("Handler", (_Handler,), {"supervisor": supervisor})
         self.server = ThreadingHTTPServer((host, port), handler, bind_and_activate=False)
         self.server.daemon_threads = True
