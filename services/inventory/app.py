@@ -149,9 +149,9 @@ def create_app(settings: ServiceSettings, *, now: Callable[[], datetime] = utc_n
     def commit_reservation(reservation_id: str, user: Claims) -> dict:
         return reservations.commit(reservation_id).public_view()
 
-    kit.consume(events.PRODUCTS_QUEUE, events.open_stock_records(stock),
+    kit.consume(events.PRODUCTS_QUEUE, events.open_stock_records(stock.create),
                 ("products", "product.created"))
-    kit.consume(events.ORDERS_QUEUE, events.reserve_for_orders(reservations),
+    kit.consume(events.ORDERS_QUEUE, events.reserve_for_orders(reservations.reserve),
                 ("orders", "order.created"))
     kit.start()
     return kit.app

@@ -22,8 +22,9 @@ Consumes:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from jsonschema import Draft202012Validator
 
@@ -31,9 +32,6 @@ from patterns.bus import Handler, Message, PermanentError
 from patterns.outbox import Event
 from services.inventory.domain import (LINES_MAX, QUANTITY_MAX, InsufficientStock, Reservation,
                                        Stock, iso)
-
-if TYPE_CHECKING:  # the stores build events with this module's builders
-    from services.inventory.store import ReservationStore, StockStore
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +86,26 @@ def _reservation_facts(reservation: Reservation, at: datetime) -> dict:
 
 # -- consumed ------------------------------------------------------------------------------------
 
-def open_stock_records(stock: StockStore) -> Handler:
-    """product.created → a stock record for the new product."""
+# The handlers are given the store operation they need, not the store: the stores build their
+# events with this module's builders, so this module does not import them back.
+
+def open_stock_records(create_stock: Callable[[Stock], bool]) -> Handler:
+    """product.created → a stock record for the new product (`StockStore.create`)."""
 
     def open_stock_record(message: Message) -> None:
         _require_valid(PRODUCT_CREATED, message)
         product = message.body
         record = Stock.new(product["product_id"], available=product.get("initial_stock", 0))
-        if stock.create(record):
+        if create_stock(record):
             log.info("stock record opened", extra={
                 "product_id": record.product_id, "available": record.available})
 
     return open_stock_record
 
 
-def reserve_for_orders(reservations: ReservationStore) -> Handler:
-    """order.created with "flow": "events" → reserve its items, announce either outcome."""
+def reserve_for_orders(reserve: Callable[..., Any]) -> Handler:
+    """order.created with "flow": "events" → reserve its items, announce either outcome
+    (`ReservationStore.reserve`)."""
 
     def reserve_stock_for_order(message: Message) -> None:
         order = message.body
@@ -111,8 +113,8 @@ def reserve_for_orders(reservations: ReservationStore) -> Handler:
             return  # orchestrated: the orders saga reserves over HTTP
         _require_valid(ORDER_CREATED, message)
         try:
-            reservations.reserve(order["order_id"], order["items"], key=order["order_id"],
-                                 announce_failure=True)
+            reserve(order["order_id"], order["items"], key=order["order_id"],
+                    announce_failure=True)
         except InsufficientStock as shortage:
             log.info("order's stock not reserved", extra={
                 "order_id": order["order_id"], "product_id": shortage.product_id})
