@@ -178,6 +178,11 @@ class Api:
         app.register_error_handler(ApiError, self._api_error)
         app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(self.document))
 
+    def serve_document(self, build: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Answer /openapi.json with `build(own document)` instead of the document alone: the
+        gateway adds the routes it forwards for other services."""
+        self.app.view_functions["openapi"] = lambda: jsonify(build(self.document))
+
     @staticmethod
     def _api_error(error: ApiError) -> tuple[Response, int]:
         return error_body(error.status, error.code, error.message, **error.details)

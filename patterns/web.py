@@ -78,7 +78,13 @@ def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None =
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> tuple[Response, int]:
         code = (error.name or "error").lower().replace(" ", "_")
-        return error_body(error.code or 500, code, error.description or code)
+        response, status = error_body(error.code or 500, code, error.description or code)
+        # Keep the headers the error carries, such as the `Allow` a 405 must send
+        # (RFC 9110 §15.5.6); only its HTML Content-Type gives way to JSON's.
+        for header, value in error.get_headers():
+            if header.lower() != "content-type":
+                response.headers[header] = value
+        return response, status
 
     @app.errorhandler(ConnectionFailure)
     def _database_unavailable(error: ConnectionFailure) -> tuple[Response, int]:

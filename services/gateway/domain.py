@@ -7,6 +7,7 @@ sends over the wire. Read this file to know what the gateway does; read the othe
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ class GatewayConfig:
     breaker_recovery_timeout: float = 30.0
     dashboard_timeout: float = 1.5  # seconds each dashboard part may take
     health_timeout: float = 1.0  # seconds each upstream's /health may take
+    document_timeout: float = 2.0  # seconds each upstream's /openapi.json may take
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, namespace: str = "") -> GatewayConfig:
@@ -312,3 +314,84 @@ def upstream_health(status_code: int | None) -> str:
 def health_summary(statuses: Mapping[str, str]) -> dict[str, Any]:
     overall = "ok" if all(status == "ok" for status in statuses.values()) else "degraded"
     return {"status": overall, "services": dict(statuses)}
+
+
+# -- /openapi.json: the whole shop in one document -------------------------------------------
+
+# What the gateway itself may answer on any forwarded route, whatever the upstream documents.
+GATEWAY_ANSWERS: Mapping[str, str] = {
+    "429": "rate limited by the gateway (see Retry-After and the RateLimit-* headers)",
+    "502": "the upstream could not be reached",
+    "503": "the upstream's circuit is open, or the upstream is unavailable (see Retry-After)",
+    "504": "the upstream did not answer in time",
+}
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def public_path(service: str, upstream_path: str) -> str | None:
+    """Where a service's path is reached through the gateway (`/api/v1/users/me` of users is
+    `/api/users/me`), or None when no route leads there (the path is internal)."""
+    for route in ROUTES:
+        if route.service != service:
+            continue
+        if upstream_path == route.upstream_prefix \
+                or upstream_path.startswith(route.upstream_prefix + "/"):
+            return route.prefix + upstream_path[len(route.upstream_prefix):]
+    return None
+
+
+def public_api_document(own: Mapping[str, Any], upstreams: Mapping[str, Any],
+                        failures: Mapping[str, str]) -> dict[str, Any]:
+    """One OpenAPI document for everything a client can call on the gateway: its own routes
+    (`own`, its document) and every upstream route it forwards, under the public path.
+
+    `upstreams` maps a service to its /openapi.json; `failures` says why a service's document
+    could not be fetched. Each upstream operation is tagged with its service, needs a bearer
+    token unless the gateway lets it through without one (the service may still ask for one),
+    and lists what the gateway may answer instead of the upstream (429, 502, 503, 504). A
+    service with no usable document is named in `x-missing-upstreams` and in the description:
+    the document is then partial, never an error."""
+    document = copy.deepcopy(dict(own))
+    paths = dict(document.get("paths", {}))
+    for item in paths.values():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                operation.setdefault("tags", ["gateway"])
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    missing: dict[str, str] = {}
+    for service in UPSTREAMS:
+        upstream = upstreams.get(service)
+        if not isinstance(upstream, Mapping) or not isinstance(upstream.get("paths"), Mapping):
+            missing[service] = failures.get(service, "no OpenAPI document")
+            continue
+        for path, item in upstream["paths"].items():
+            public = public_path(service, path)
+            if public is None or not isinstance(item, Mapping):
+                continue
+            paths[public] = {key: _forwarded_operation(service, key, public, value)
+                             if key in HTTP_METHODS else copy.deepcopy(value)
+                             for key, value in item.items()}
+        for name, schema in upstream.get("components", {}).get("schemas", {}).items():
+            schemas.setdefault(name, schema)  # every service shares patterns.api's Error
+    document["paths"] = paths
+    if missing:
+        document["x-missing-upstreams"] = missing
+        document["info"]["description"] = (
+            document["info"].get("description", "") + "\n\n**Partial document.** Missing: "
+            + "; ".join(f"{service} ({reason})" for service, reason in missing.items()))
+    return document
+
+
+def _forwarded_operation(service: str, method: str, path: str,
+                         operation: Mapping[str, Any]) -> dict[str, Any]:
+    forwarded = copy.deepcopy(dict(operation))
+    forwarded["tags"] = [service]
+    responses = forwarded.setdefault("responses", {})
+    error = {"description": "", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}}
+    if not is_public(method, path):
+        forwarded["security"] = [{"bearer": []}]
+        responses.setdefault("401", {**error, "description": "a bearer token is required"})
+    for status, description in GATEWAY_ANSWERS.items():
+        responses.setdefault(status, {**error, "description": description})
+    return forwarded

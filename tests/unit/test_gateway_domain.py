@@ -6,11 +6,12 @@ import pytest
 
 from patterns.api import BadRequest, NotFound
 from patterns.settings import SettingsError
-from services.gateway.domain import (DASHBOARD_PARTS, ROUTES, DashboardUnavailable,
+from services.gateway.domain import (DASHBOARD_PARTS, ROUTES, UPSTREAMS, DashboardUnavailable,
                                      GatewayConfig, Limit, UpstreamUnavailable,
                                      assemble_dashboard, client_key, health_summary, is_public,
-                                     limit_bucket, relayed_response_headers, route_request,
-                                     upstream_health, upstream_request_headers)
+                                     limit_bucket, public_api_document, public_path,
+                                     relayed_response_headers, route_request, upstream_health,
+                                     upstream_request_headers)
 
 # -- routing --------------------------------------------------------------------------------
 
@@ -246,3 +247,86 @@ def test_socket_io_polling_goes_to_notifications_unchanged_and_is_public():
     assert (destination.service, destination.path) == ("notifications", "/socket.io/")
     assert destination.route.read_timeout > 25  # outlasts a long-poll
     assert is_public("GET", "/socket.io/") and is_public("POST", "/socket.io/")
+
+
+# -- /openapi.json: the whole shop in one document ------------------------------------------
+
+
+def operation(summary: str, *, secured: bool = False) -> dict:
+    found = {"summary": summary, "responses": {"200": {"description": "success"}}}
+    if secured:
+        found["security"] = [{"bearer": []}]
+    return found
+
+
+GATEWAY_OWN = {"openapi": "3.1.0", "info": {"title": "gateway", "version": "1.0.0"},
+               "paths": {"/api/dashboard": {"get": operation("dashboard", secured=True)}},
+               "components": {"schemas": {"Error": {"type": "object"}}}}
+
+
+def canned_document(service: str) -> dict:
+    """What a service's /openapi.json looks like: its /api/v1 routes and the kit's own."""
+    upstream_prefix = next(route.upstream_prefix for route in ROUTES if route.service == service)
+    return {"openapi": "3.1.0", "info": {"title": service, "version": "1.0.0"},
+            "paths": {
+                upstream_prefix: {"get": operation(f"list {service}"),
+                                  "post": operation(f"create {service}")},
+                upstream_prefix + "/{item_id}": {"get": operation(f"one of {service}"),
+                                                 "parameters": []},
+                "/admin/breakers": {"get": operation("breakers", secured=True)},
+                "/api/v1/internal-only": {"get": operation("not routed")},
+            },
+            "components": {"schemas": {"Error": {"type": "object"},
+                                       f"{service}_thing": {"type": "object"}}}}
+
+
+@pytest.mark.parametrize(("service", "upstream_path", "public"), [
+    ("users", "/api/v1/users/me", "/api/users/me"),
+    ("products", "/api/v1/products/{product_id}", "/api/products/{product_id}"),
+    ("email", "/api/v1/emails", "/api/emails"),
+    ("users", "/api/v1/usersextra", None),  # a prefix match is not a route
+    ("users", "/admin/breakers", None),
+    ("products", "/api/v1/users/me", None),  # not products' route
+])
+def test_a_service_path_has_one_public_path_or_none(service, upstream_path, public):
+    assert public_path(service, upstream_path) == public
+
+
+def test_the_whole_shop_document_has_every_public_route_of_every_service_and_nothing_else():
+    document = public_api_document(GATEWAY_OWN, {name: canned_document(name)
+                                                 for name in UPSTREAMS}, {})
+    expected = {"/api/dashboard"} | {f"{route.prefix}{rest}" for route in ROUTES
+                                     for rest in ("", "/{item_id}")}
+    assert set(document["paths"]) == expected
+    assert "x-missing-upstreams" not in document
+    for route in ROUTES:
+        item = document["paths"][route.prefix]
+        assert set(item) == {"get", "post"}
+        assert item["get"]["tags"] == [route.service]
+        # The path really leads back where it came from.
+        assert route_request(route.prefix + "/x").path == route.upstream_prefix + "/x"
+    assert set(document["components"]["schemas"]) == {"Error"} | {f"{name}_thing"
+                                                                 for name in UPSTREAMS}
+
+
+def test_the_gateways_token_rule_and_its_own_answers_are_in_the_document():
+    document = public_api_document(GATEWAY_OWN, {name: canned_document(name)
+                                                 for name in UPSTREAMS}, {})
+    browse = document["paths"]["/api/products"]["get"]
+    assert "security" not in browse and "401" not in browse["responses"]  # public
+    create = document["paths"]["/api/products"]["post"]
+    assert create["security"] == [{"bearer": []}] and "401" in create["responses"]
+    for status in ("429", "502", "503", "504"):
+        assert status in browse["responses"]
+
+
+def test_an_upstream_without_a_document_is_named_and_the_rest_is_served():
+    documents = {name: canned_document(name) for name in UPSTREAMS if name != "payments"}
+    documents["email"] = {"status": "ok"}  # answered, but not with an OpenAPI document
+    document = public_api_document(GATEWAY_OWN, documents,
+                                   {"payments": "payments answered 503"})
+    assert document["x-missing-upstreams"] == {"payments": "payments answered 503",
+                                               "email": "no OpenAPI document"}
+    assert "payments (payments answered 503)" in document["info"]["description"]
+    assert "/api/orders" in document["paths"] and "/api/payments" not in document["paths"]
+    assert GATEWAY_OWN["paths"].keys() == {"/api/dashboard"}  # its input is left as it was

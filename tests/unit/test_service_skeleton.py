@@ -66,6 +66,8 @@ def test_unknown_route_and_wrong_method_are_json_errors(client):
     wrong = client.post("/health")
     assert wrong.status_code == 405
     assert wrong.get_json()["error"]["code"] == "method_not_allowed"
+    # RFC 9110 §15.5.6: a 405 says which methods the resource does support.
+    assert set(wrong.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_unexpected_errors_are_a_generic_json_500_without_internals(client):
