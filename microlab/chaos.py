@@ -92,6 +92,12 @@ class ChaosClient:
     def restore(self, edge: str) -> None:
         self._call("POST", f"/proxies/{self._proxy(edge)}", {"enabled": True})
 
+    def remove_toxics(self, edge: str) -> None:
+        """Take every toxic (latency, ...) off the edge; whether it is cut stays as it is."""
+        proxy = self._proxy(edge)
+        for toxic in self._call("GET", f"/proxies/{proxy}/toxics").json():
+            self._call("DELETE", f"/proxies/{proxy}/toxics/{toxic['name']}")
+
     def reset(self) -> None:
         """Every edge enabled, every toxic removed."""
         self._call("POST", "/reset")

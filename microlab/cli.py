@@ -77,7 +77,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    names = ["mongo", "chaos", *topology.services]
+    names = ["mongo", "chaos", *topology.services, "dashboard"]
     printer = None if args.quiet else LogPrinter(names, colour=None if args.colour else False)
     namespace = default_namespace(run_dir.path) if args.namespace is None else args.namespace
     supervisor = Supervisor(topology, plan, run_dir, amqp_url=amqp_url, chaos=args.chaos,

@@ -44,7 +44,7 @@ from microlab.restarts import CrashCounter, RestartPolicy
 from microlab.topology import (DEFAULT_AMQP_URL, LOOPBACK, PortPlan, Topology, service_env)
 
 STARTUP_TIMEOUT = 60.0
-INFRASTRUCTURE = ("mongo", "chaos")
+INFRASTRUCTURE = ("mongo", "chaos", "dashboard")
 
 
 class StartupError(Exception):
@@ -134,7 +134,8 @@ class Supervisor:
         if self.chaos:
             processes["chaos"] = ManagedProcess(
                 "chaos", [sys.executable, "-m", "microlab.chaosproxy",
-                          "--host", LOOPBACK, "--port", str(self.plan.port("chaos"))],
+                          "--host", LOOPBACK, "--port", str(self.plan.port("chaos")),
+                          "-proxy-metrics"],  # per-edge byte counters, as Toxiproxy's flag
                 dict(os.environ), self.run_dir.log_file("chaos"), on_line,
                 health_url=f"{self.plan.url('chaos')}/version")
         for name, service in self.topology.services.items():
@@ -148,6 +149,13 @@ class Supervisor:
             processes[name] = ManagedProcess(
                 name, [sys.executable, "-m", service.module], env, self.run_dir.log_file(name),
                 on_line, health_url=f"{self.plan.url(name)}/health")
+        # The control room: a client of the sandbox like any other, started last.
+        processes["dashboard"] = ManagedProcess(
+            "dashboard", [sys.executable, "-m", "microlab.dashboard",
+                          "--port", str(self.plan.port("dashboard"))],
+            {**os.environ, "MICROLAB_RUN_DIR": str(self.run_dir.path)},
+            self.run_dir.log_file("dashboard"), on_line,
+            health_url=f"{self.plan.url('dashboard')}/health")
         return processes
 
     @property
@@ -161,6 +169,7 @@ class Supervisor:
         if self.chaos:
             urls["chaos"] = self.plan.url("chaos")
         urls["control"] = self.plan.url("control")
+        urls["dashboard"] = self.plan.url("dashboard")
         return urls
 
     # -- starting ------------------------------------------------------------------------
@@ -176,7 +185,7 @@ class Supervisor:
         self.control.start()
         self._write_state(ready=False)
 
-        for infrastructure in INFRASTRUCTURE:
+        for infrastructure in ("mongo", "chaos"):
             if infrastructure in self.processes:
                 self._bring_up(infrastructure)
         self._check_interrupted()
@@ -184,6 +193,7 @@ class Supervisor:
             for name in wave:
                 self.processes[name].start()
             self._wait_healthy(wave)
+        self._bring_up("dashboard")
         self.startup_seconds = round(time.monotonic() - began, 2)
         self._write_state(ready=True)
         return self.startup_seconds
@@ -354,6 +364,7 @@ class Supervisor:
         self.stopping.set()
         self.control.stop()
         self._stopped_on_purpose.update(self.processes)
+        self.processes["dashboard"].stop(timeout=10)
         services = [self.processes[name] for name in reversed(self.services)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(services)) as pool:
             list(pool.map(lambda process: process.stop(timeout=10), services))

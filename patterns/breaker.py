@@ -38,7 +38,9 @@ Usage reads like this:
 Calls run concurrently: the breaker's lock guards only its own bookkeeping, never the protected
 call, so a slow dependency does not turn the breaker into a queue. Listeners run on the calling
 thread after the lock is released; keep them quick. `BreakerRegistry` hands out one breaker per
-name and snapshots them all for an admin endpoint.
+name and snapshots them all for an admin endpoint. A snapshot lists the breaker's last 20
+transitions with how long ago each happened, so a dashboard that polls it still sees a circuit
+that opened and closed again between two polls.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from patterns.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+TRANSITIONS_KEPT = 20  # per breaker, oldest first in its snapshot
 
 
 class State(StrEnum):
@@ -126,6 +129,11 @@ class CircuitBreaker:
         self._recent: deque[tuple[float, bool]] = deque()  # (finished at, failed), in the window
         self._recent_failures = 0
         self._totals = {"calls": 0, "successes": 0, "failures": 0, "rejected": 0}
+        # The last transitions (number, at, old, new), so a dashboard polling the snapshot sees
+        # an open → half_open → closed that happened between two polls; numbered from 1 so it
+        # can tell the ones it has already shown.
+        self._transitions: deque[tuple[int, float, State, State]] = deque(maxlen=TRANSITIONS_KEPT)
+        self._transition_count = 0
 
     # -- using it ---------------------------------------------------------------------------
 
@@ -176,6 +184,7 @@ class CircuitBreaker:
             changes = self._refresh_locked()
             self._forget_old_locked()
             calls_in_window = len(self._recent)
+            now = self._clock.monotonic()
             snapshot = {
                 "name": self.name,
                 "state": str(self._state),
@@ -193,6 +202,9 @@ class CircuitBreaker:
                     "recovery_timeout": self.recovery_timeout,
                     "half_open_max_calls": self.half_open_max_calls,
                 },
+                "transitions": [{"number": number, "from": str(old), "to": str(new),
+                                 "seconds_ago": round(now - at, 3)}
+                                for number, at, old, new in self._transitions],
             }
         self._notify(changes)
         return snapshot
@@ -280,7 +292,11 @@ class CircuitBreaker:
         if new is State.CLOSED:
             self._recent.clear()
             self._recent_failures = 0
-        return [(old, new)] if old is not new else []
+        if old is new:
+            return []
+        self._transition_count += 1
+        self._transitions.append((self._transition_count, self._clock.monotonic(), old, new))
+        return [(old, new)]
 
     def _notify(self, changes: list[tuple[State, State]]) -> None:
         for old, new in changes:

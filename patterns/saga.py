@@ -148,6 +148,13 @@ class MongoSagaLog:
         return [self._record(document) for document in
                 self.collection.find({"status": {"$in": [RUNNING, COMPENSATING]}})]
 
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The `limit` sagas written last, newest first, as plain data for an admin view."""
+        documents = self.collection.find().sort([("updated_at", -1), ("_id", -1)]).limit(limit)
+        return [{"id": document["_id"], "saga": document["saga"], "status": document["status"],
+                 "steps": document["steps"], "error": document.get("error"),
+                 "updated_at": document["updated_at"].isoformat()} for document in documents]
+
     def _document(self, record: SagaRecord) -> dict[str, Any]:
         return {"_id": record.id, "saga": record.saga, "status": record.status,
                 "data": record.data, "error": record.error, "updated_at": self.now(),

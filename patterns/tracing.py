@@ -86,7 +86,9 @@ from opentelemetry.util.types import Attributes
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACE_FILE = ".microlab/traces.jsonl"
-DEFAULT_EXCLUDED_URLS = "/health$"
+# Not traced: health probes and the admin views the supervisor and the dashboard poll every
+# second or two (each would be a trace of its own, burying the learner's requests).
+DEFAULT_EXCLUDED_URLS = "/health$,/admin/breakers$,/admin/sagas$"
 EXPORTERS = ("jsonl", "otlp", "console", "none")
 
 SpanRecord = dict[str, Any]  # one span as written by JsonLinesSpanExporter and read by load_spans

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from microlab.embedded_mongo import running_mongo, wait_for_mongo
+from microlab.launcher import SandboxProcess
+from microlab.rabbit import delete_namespace
 
 # Code under test in this process (in-process apps, clients) exports no spans; the sandbox's
 # services get their own exporter from the supervisor.
@@ -41,3 +43,19 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with running_mongo(tmp_path_factory.mktemp("mongo")) as embedded_url:
         yield embedded_url
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[SandboxProcess]:
+    """The whole sandbox, up once per test session on free ports, torn down at the end; shared
+    by the integration and browser tests."""
+    # Breakers retry after 3 s instead of 30, so tests can watch a recovery.
+    runner = SandboxProcess(tmp_path_factory.mktemp("sandbox") / "run",
+                            env={"BREAKER_RECOVERY_TIMEOUT": "3"})
+    runner.start()
+    try:
+        yield runner
+    finally:
+        code = runner.stop()
+        delete_namespace(amqp_url, runner.namespace)
+        assert code == 0, f"microlab up exited with {code}:\n{runner.output()[-3000:]}"

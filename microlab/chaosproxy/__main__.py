@@ -1,4 +1,5 @@
-"""Command line: `python -m microlab.chaosproxy [-host H] [-port P] [-config FILE] [-seed N]`.
+"""Command line: `python -m microlab.chaosproxy [-host H] [-port P] [-config FILE] [-seed N]
+[-proxy-metrics]`.
 
 Flags follow `toxiproxy-server` (single dash, `-port=8474` works too); the `--host` style is
 accepted as well. The API binds 127.0.0.1 unless told otherwise.
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-port", "--port", type=int, default=8474, help="API port (default 8474)")
     parser.add_argument("-config", "--config", type=Path, help="JSON file of proxies to load at start")
     parser.add_argument("-seed", "--seed", type=int, help="seed for toxicity and jitter draws")
+    parser.add_argument("-proxy-metrics", "--proxy-metrics", action="store_true",
+                        help="serve per-proxy byte counters at GET /metrics (Prometheus text)")
     parser.add_argument("-version", "--version", action="store_true", help="print the version")
     return parser.parse_args(argv)
 
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stdout,
     )
     try:
-        asyncio.run(serve(args.host, args.port, seed=args.seed, config=args.config))
+        asyncio.run(serve(args.host, args.port, seed=args.seed, config=args.config,
+                          proxy_metrics=args.proxy_metrics))
     except KeyboardInterrupt:
         pass
 

@@ -3,6 +3,7 @@
 Routes (success status):
 
     GET  /version                               200  {"version": "..."}\\n
+    GET  /metrics                               200  Prometheus text (only with -proxy-metrics)
     POST /reset                                 204  enable all proxies, remove all toxics
     GET  /proxies                               200  {name: proxy}, names sorted
     POST /proxies                               201  create
@@ -45,6 +46,7 @@ from .errors import (
 )
 from .gojson import Float32, GoJsonError, decode_fields, decode_first_value, encode, kind_of
 from .http11 import Request, Response
+from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .toxics import DIRECTIONS, TOXIC_TYPES
 
 VERSION = "2.12.0+chaosproxy"  # the Toxiproxy release whose API this server reproduces
@@ -94,6 +96,8 @@ class Api:
             }),
             (("version",), {"GET": self.version}),
         ]
+        if proxies.metrics is not None:  # as in Go, the route exists only when metrics are on
+            self._routes.append((("metrics",), {"GET": self.metrics}))
 
     async def handle(self, request: Request) -> Response:
         route, params = self._match(request.path)
@@ -225,6 +229,10 @@ class Api:
         proxy = self.proxies.get(name)
         await proxy.remove_toxic(proxy.get_toxic(toxic_name))
         return Response(204)
+
+    async def metrics(self, request: Request) -> Response:
+        assert self.proxies.metrics is not None
+        return Response(200, self.proxies.metrics.render(), [("Content-Type", METRICS_TYPE)])
 
     async def version(self, request: Request) -> Response:
         body = f'{{"version": "{VERSION}"}}\n'.encode()

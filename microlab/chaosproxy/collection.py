@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 from .errors import PROXY_EXISTS, PROXY_NOT_FOUND, ApiError, missing_field
+from .metrics import ProxyMetrics
 from .proxy import Proxy
 
 
@@ -21,8 +22,10 @@ class ProxySpec:
 
 
 class ProxyCollection:
-    def __init__(self, wildcard_host: str, rng: random.Random) -> None:
+    def __init__(self, wildcard_host: str, rng: random.Random,
+                 metrics: ProxyMetrics | None = None) -> None:
         self._proxies: dict[str, Proxy] = {}
+        self.metrics = metrics  # counted only when the server runs with -proxy-metrics
         self._wildcard_host = wildcard_host
         self._rng = rng
 
@@ -37,7 +40,8 @@ class ProxyCollection:
 
     def _new(self, spec: ProxySpec) -> Proxy:
         return Proxy(
-            spec.name, spec.listen, spec.upstream, wildcard_host=self._wildcard_host, rng=self._rng
+            spec.name, spec.listen, spec.upstream, wildcard_host=self._wildcard_host, rng=self._rng,
+            metrics=self.metrics,
         )
 
     async def create(self, spec: ProxySpec) -> Proxy:

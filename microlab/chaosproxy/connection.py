@@ -28,6 +28,7 @@ from typing import Callable
 
 from .addresses import AddressError, parse_upstream
 from .link import CHUNK_SIZE, Chunk, Link
+from .metrics import RECEIVED, SENT, ProxyMetrics
 from .toxics import ResetPeer, Toxic
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Endpoint(asyncio.BufferedProtocol):
         self._early = bytearray()  # read before attach, in order
         self._early_eof = False  # end-of-stream read before attach
         self.lost = False
+        self.written = 0  # bytes written to this socket (the proxy metrics' sent_bytes)
 
     def attach(self, link: Link) -> None:
         """Feed `link`: first what was read too early, then the socket, as the link allows."""
@@ -151,6 +153,7 @@ class Endpoint(asyncio.BufferedProtocol):
     def push_nowait(self, chunk: Chunk) -> None:
         if self.transport and not self.transport.is_closing():
             self.transport.write(chunk.data)
+            self.written += len(chunk.data)
 
     async def put(self, chunk: Chunk) -> None:
         await self._writable.wait()
@@ -176,6 +179,8 @@ class Connection:
         toxics: dict[str, list[Toxic]],
         rng: random.Random,
         on_done: Callable[[Connection], None],
+        metrics: ProxyMetrics | None = None,
+        labels: tuple[str, str] = ("", ""),
     ) -> None:
         self.client = Endpoint(self._endpoint_lost, on_made=self._start)
         self.server = Endpoint(self._endpoint_lost)
@@ -184,6 +189,8 @@ class Connection:
         self._toxics = toxics  # the proxy's live chains, read when the upstream answers
         self._rng = rng
         self._on_done = on_done
+        self._metrics = metrics
+        self._labels = labels  # (proxy name, listen address) when the client connected
         self._dial: asyncio.Task[None] | None = None
         self._done = False
 
@@ -227,4 +234,15 @@ class Connection:
             self._done = True
             for link in self.links.values():
                 link.close()
+            self._count_bytes()
             self._on_done(self)
+
+    def _count_bytes(self) -> None:
+        """Add this connection's bytes to the proxy metrics, once, as its links end (as in Go)."""
+        if self._metrics is None or not self.links:
+            return
+        name, listen = self._labels
+        for direction, destination in (("upstream", self.server), ("downstream", self.client)):
+            labels = (direction, listen, name, self._upstream)
+            self._metrics.add(RECEIVED, labels, self.links[direction].received)
+            self._metrics.add(SENT, labels, destination.written)

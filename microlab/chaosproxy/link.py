@@ -196,6 +196,7 @@ class Link:
         self._rng = rng
         self._entry: Outlet = destination
         self._ended = False
+        self.received = 0  # bytes read from the source (the proxy metrics' received_bytes)
         destination.on_space = source.resume_reading
         self.stages: list[Stage] = []
         for toxic in toxics:
@@ -203,6 +204,7 @@ class Link:
 
     def feed(self, data: memoryview) -> None:
         """Data read from the source socket, in a buffer that is reused after this call."""
+        self.received += len(data)
         if not self.stages:
             self._destination.push_nowait(Chunk(data, 0.0))  # written (or copied) at once
         else:

@@ -21,6 +21,7 @@ from .addresses import bind, bound_address, resolved_listen
 from .connection import Connection
 from .errors import TOXIC_NOT_FOUND
 from .gojson import Float32
+from .metrics import ProxyMetrics
 from .toxics import DIRECTIONS, Toxic
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 class Proxy:
     def __init__(
-        self, name: str, listen: str, upstream: str, *, wildcard_host: str, rng: random.Random
+        self, name: str, listen: str, upstream: str, *, wildcard_host: str, rng: random.Random,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self.name = name
         self.listen = listen
@@ -40,6 +42,7 @@ class Proxy:
         self.toxics: dict[str, list[Toxic]] = {direction: [] for direction in DIRECTIONS}
         self._wildcard_host = wildcard_host
         self._rng = rng
+        self._metrics = metrics
         self._server: asyncio.Server | None = None
         self._connections: set[Connection] = set()
 
@@ -91,7 +94,8 @@ class Proxy:
             await self.stop()
 
     def _accept(self) -> asyncio.Protocol:
-        connection = Connection(self.upstream, self.toxics, self._rng, self._connections.discard)
+        connection = Connection(self.upstream, self.toxics, self._rng, self._connections.discard,
+                                self._metrics, (self.name, self.listen))
         self._connections.add(connection)
         return connection.client
 

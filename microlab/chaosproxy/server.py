@@ -19,6 +19,7 @@ from .api import Api, decode_populate
 from .collection import ProxyCollection
 from .errors import ApiError
 from .http11 import serve_connection
+from .metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,14 @@ log = logging.getLogger(__name__)
 class ChaosApp:
     """The server on the current event loop: the HTTP API and every proxy it manages."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8474, seed: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8474, seed: int | None = None,
+                 proxy_metrics: bool = False) -> None:
         self.host = host
         self.port = port
         # A wildcard proxy listen ("", 0.0.0.0) binds where the API does: loopback by default.
         wildcard_host = "0.0.0.0" if host in WILDCARD_HOSTS else host
-        self.proxies = ProxyCollection(wildcard_host, random.Random(seed))
+        self.proxies = ProxyCollection(wildcard_host, random.Random(seed),
+                                       ProxyMetrics() if proxy_metrics else None)
         self.api = Api(self.proxies)
         self._server: asyncio.Server | None = None
         self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -83,8 +86,9 @@ class ChaosProxyServer:
         *,
         seed: int | None = None,
         config: str | Path | None = None,
+        proxy_metrics: bool = False,
     ) -> None:
-        self._app = ChaosApp(host, port, seed)
+        self._app = ChaosApp(host, port, seed, proxy_metrics)
         self._config = Path(config) if config else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -152,10 +156,11 @@ class ChaosProxyServer:
 
 
 async def serve(
-    host: str, port: int, *, seed: int | None = None, config: Path | None = None
+    host: str, port: int, *, seed: int | None = None, config: Path | None = None,
+    proxy_metrics: bool = False,
 ) -> None:
     """Run the server on the current loop until cancelled (the CLI's main)."""
-    app = ChaosApp(host, port, seed)
+    app = ChaosApp(host, port, seed, proxy_metrics)
     await app.start()
     if config:
         await app.populate_from(config)

@@ -9,10 +9,14 @@ it is open). Besides forwarding, the gateway answers a few routes itself:
   products, fetched in parallel; a part that fails is null and named in `degraded`;
 - `GET /api/health` — every upstream's /health in one answer;
 - `GET /api/admin/breakers`, `POST /api/admin/breakers/<name>/reset` — the breakers (admin);
-- `/health` and `/openapi.json` (the gateway's own routes; the forwarded ones are listed in
-  its description, and each service documents them in its own /openapi.json).
+- `/health`;
+- `/openapi.json` — one document for the whole shop: the gateway's own routes and every route
+  it forwards, under its public path, gathered from each upstream's /openapi.json (an upstream
+  that does not answer is named in `x-missing-upstreams`; the rest is still served).
 
 Each request leaves one access-log line (patterns.web) with the upstream and the user added.
+`/socket.io/` is forwarded to notifications too: long-polling as plain requests, and an upgrade
+to WebSocket through a byte tunnel (patterns.tunnel), so a browser's client upgrades as usual.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from patterns.auth import Claims, TokenError, Tokens
 from patterns.ratelimit import RedisTokenBucket, TokenBucket
 from patterns.service import ServiceKit, outgoing_context
 from patterns.settings import ServiceSettings
+from patterns.tunnel import WebSocketTunnel
 from patterns.web import error_body
 from services.gateway.domain import (DASHBOARD_PARTS, PUBLIC_ROUTES, ROUTES, UPSTREAMS,
                                      GatewayConfig, Limit, UpstreamUnavailable,
                                      assemble_dashboard, client_key, health_summary, is_public,
-                                     limit_bucket, relayed_response_headers, route_request,
+                                     limit_bucket, public_api_document,
+                                     relayed_response_headers, route_request,
                                      upstream_health, upstream_request_headers)
 from services.gateway.proxy import Upstream
 
@@ -116,6 +122,10 @@ def create_app(settings: ServiceSettings) -> Flask:
                      provide_automatic_options=False)
     app.add_url_rule("/socket.io/", "socketio", forward, defaults={"rest": ""},
                      methods=["GET", "POST"], provide_automatic_options=False)
+    # Socket.IO's WebSocket transport: an upgrade is tunnelled to notifications as raw bytes.
+    app.wsgi_app = WebSocketTunnel(app.wsgi_app, "/socket.io/",  # type: ignore[method-assign]
+                                   upstream=_resolver(kit, "notifications"),
+                                   breaker=upstreams["notifications"].breaker)
 
     @kit.api.get("/api/dashboard", auth=True, response=DASHBOARD, errors=(503,),
                  summary="The caller's profile, recent orders, unread notifications and a "
@@ -128,16 +138,20 @@ def create_app(settings: ServiceSettings) -> Flask:
                                     params=part.params, headers=headers,
                                     timeout=config.dashboard_timeout)
                  for part in DASHBOARD_PARTS}
-        wait(parts.values(), timeout=config.dashboard_timeout + 0.5)
-        answers, failed = {}, []
-        for name, future in parts.items():
-            reason = _failure_of(future)
-            if reason is None:
-                answers[name] = future.result()
-            else:
-                failed.append(name)
-                log.warning("dashboard part failed", extra={"part": name, "reason": reason})
-        return assemble_dashboard(answers, failed)
+        answers, failures = _gather(parts, timeout=config.dashboard_timeout + 0.5)
+        for name, reason in failures.items():
+            log.warning("dashboard part failed", extra={"part": name, "reason": reason})
+        return assemble_dashboard(answers, failures)
+
+    def whole_shop_document(own: dict) -> dict:
+        headers = _fanout_headers(settings.name, {"Accept": "application/json"})
+        fetches = {name: _submit(fanout, upstream.get_json, "/openapi.json", params={},
+                                 headers=headers, timeout=config.document_timeout)
+                   for name, upstream in upstreams.items()}
+        documents, failures = _gather(fetches, timeout=config.document_timeout + 0.5)
+        return public_api_document(own, documents, failures)
+
+    kit.api.serve_document(whole_shop_document)
 
     @kit.api.get("/api/health", response=HEALTH_REPORT,
                  summary="Every upstream's /health in one word: ok, degraded or down")
@@ -274,6 +288,21 @@ def _fanout_headers(service_name: str, incoming: dict[str, str]) -> dict[str, st
         host=request.host, service_name=service_name, context=outgoing_context())
 
 
+def _gather(futures: dict[str, Future], *, timeout: float) -> tuple[dict[str, Any],
+                                                                      dict[str, str]]:
+    """Wait up to `timeout` for every fanout call: the answers of those that succeeded, and
+    why each of the others failed."""
+    wait(futures.values(), timeout=timeout)
+    answers, failures = {}, {}
+    for name, future in futures.items():
+        reason = _failure_of(future)
+        if reason is None:
+            answers[name] = future.result()
+        else:
+            failures[name] = reason
+    return answers, failures
+
+
 def _failure_of(future: Future) -> str | None:
     """Why a fanout call failed (None if it succeeded)."""
     if not future.done():
@@ -283,7 +312,8 @@ def _failure_of(future: Future) -> str | None:
 
 
 def _routes_description() -> str:
-    lines = ["Forwarded routes (documented by each service's own /openapi.json):", ""]
+    lines = ["Forwarded routes (each documented below under its public path, tagged with its "
+             "service):", ""]
     lines += [f"- `{route.prefix}/...` → {route.service} `{route.upstream_prefix}/...`"
               for route in ROUTES]
     lines += ["", "Public (no token needed):", ""]

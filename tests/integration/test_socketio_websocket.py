@@ -1,0 +1,49 @@
+"""Socket.IO's WebSocket transport through the gateway (patterns.tunnel): a client that opens
+with WebSocket, and one that starts with long-polling and upgrades, both get their pushes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import socketio
+
+from microlab.lab import Lab, sandbox_env
+from microlab.launcher import SandboxProcess
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lab(sandbox: SandboxProcess) -> Lab:
+    return Lab.from_env({**os.environ, **sandbox_env(sandbox.state, sandbox.run_dir.path)})
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])
+def test_pushes_arrive_over_websocket_through_the_gateway(lab: Lab, transports: list[str]) -> None:
+    customer = lab.customer("Wes")
+    token = customer.headers["Authorization"].removeprefix("Bearer ")
+    pushed: list[dict] = []
+    client = socketio.Client(reconnection=False)
+    client.on("notification", pushed.append)
+    client.connect(lab.gateway, auth={"token": token}, transports=transports, wait_timeout=20)
+    try:
+        # A polling client upgrades in the background, as a browser's does.
+        wait_for(lambda: client.transport() == "websocket", timeout=10,
+                 what="the client on the websocket transport")
+        product = lab.in_stock(minimum=1)
+        order = customer.post(f"{lab.gateway}/api/orders", timeout=30,
+                              json={"items": [{"product_id": product["id"], "quantity": 1}]})
+        assert order.status_code == 201, order.text
+        wait_for(lambda: any(order.json()["id"] in json.dumps(item) for item in pushed),
+                 timeout=20, what="the order's push over the websocket")
+    finally:
+        client.disconnect()
+
+
+def test_a_websocket_without_a_token_is_refused(lab: Lab) -> None:
+    client = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError, match="failed to connect"):
+        client.connect(lab.gateway, transports=["websocket"], wait_timeout=10)
