@@ -9,6 +9,8 @@
     GET  /api/v1/orders/<id>          (owner or admin; 404 otherwise) with its status history
     GET  /api/v1/orders               mine, newest first (admin: all, or ?user_id=)
     POST /api/v1/orders/<id>/cancel   a confirmed order: refund, then cancelled
+    GET  /admin/sagas?limit=20        (admin) the latest sagas of the saga log: each step's
+                                      state (done, failed, compensated...) and the outcome
 
 ORDER_FLOW=events switches placing to choreography: the order is stored pending, answered 202,
 and finished by reacting to inventory's events (see events.py). The default is orchestration.
@@ -40,6 +42,9 @@ MAX_KEY_LENGTH = 200
 # How long a repeat of a placement waits for the first request's answer: within the gateway's
 # 30 s read timeout for orders.
 ANSWER_WAIT = 25.0
+# Past this, an unanswered placement with no order is one whose process died before creating
+# the order: far longer than any request may run (the gateway gives up on it after 30 s).
+TAKEOVER_AFTER = float(os.environ.get("ORDER_TAKEOVER_AFTER", "120"))
 
 ID = {"type": "string", "minLength": 1, "maxLength": 64}
 NEW_ORDER = {
@@ -56,6 +61,9 @@ NEW_ORDER = {
 }
 ORDER = {"type": "object", "required": ["id", "user_id", "items", "total_cents", "status"]}
 PAGE = {"type": "object", "required": ["items", "page", "limit", "total"]}
+SAGA = {"type": "object", "required": ["id", "saga", "status", "steps", "updated_at"]}
+SAGAS = {"type": "object", "required": ["items"],
+         "properties": {"items": {"type": "array", "items": SAGA}}}
 
 
 def create_app(settings: ServiceSettings) -> Flask:
@@ -67,7 +75,8 @@ def create_app(settings: ServiceSettings) -> Flask:
                          f"not {flow!r}")
     orders = OrderStore(kit.outbox("orders"), kit.collection("order_history"))
     peers = Peers(kit)
-    sagas = OrderSagas(orders, peers, OrderSagaLog(kit.collection("sagas")))
+    saga_log = OrderSagaLog(kit.collection("sagas"))
+    sagas = OrderSagas(orders, peers, saga_log)
     choreography = events.OrderChoreography(orders, peers)
 
     placements = PlacementStore(kit.collection("placements"))
@@ -86,15 +95,24 @@ def create_app(settings: ServiceSettings) -> Flask:
         earlier = placements.claim(placement, domain.new_id("ord"), fingerprint)
         if earlier is not None:
             domain.check_same_order(earlier, fingerprint)
+            if (orders.get(earlier["order_id"]) is None
+                    and placements.take_over(earlier, TAKEOVER_AFTER)):
+                log.warning("order placement taken over from a claimant that went silent",
+                            extra={"order_id": earlier["order_id"]})
+                return send_stored(*placed_once(placement, user.subject, body["items"]))
             return send_stored(*answer_again(earlier))
+        return send_stored(*placed_once(placement, user.subject, body["items"]))
+
+    def placed_once(placement: str, user_id: str, items: list[dict]) -> tuple[int, dict]:
+        """Place the placement's order and keep the answer for the repeats, error or not."""
         order_id = placements.get(placement)["order_id"]
         try:
-            status, document = placed(order_id, user.subject, body["items"])
+            status, document = placed(order_id, user_id, items)
         except ApiError as error:
             placements.answered(placement, error.status, error_document(error))
             raise
         placements.answered(placement, status, document)
-        return send_stored(status, document)
+        return status, document
 
     def placed(order_id: str, user_id: str, items: list[dict]) -> tuple[int, dict]:
         """(status, body) of a new order: confirmed by the saga, or accepted for events."""
@@ -156,6 +174,12 @@ def create_app(settings: ServiceSettings) -> Flask:
     def cancel_order(order_id: str, user: Claims):
         order = domain.visible_to(orders.get(order_id), user)
         return public(sagas.cancel(order))
+
+    @kit.api.get("/admin/sagas", auth="admin", response=SAGAS,
+                 query={"limit": PAGE_QUERY["limit"]},
+                 summary="The latest sagas, newest first: steps, compensations and outcome")
+    def recent_sagas(query: dict[str, Any], user: Claims):
+        return {"items": saga_log.recent(query["limit"])}
 
     if flow == domain.EVENTS:
         processed = ProcessedMessages(kit.collection("processed_messages"), events.INVENTORY_QUEUE)

@@ -124,8 +124,8 @@ class Peers:
                              body=body, key=key)["id"]
         except ServiceError as error:
             if error.status == 402:
-                raise PaymentDeclined(f"the payment was declined: {_error_message(error)}"
-                                      ) from error
+                # Payments' message says it already: "the payment was declined: <reason>".
+                raise PaymentDeclined(_error_message(error)) from error
             raise PeerRejected(f"payments refused the charge: {_error_message(error)}") from error
         except PeerUnavailable:
             # No answer may still mean it was charged (the answer was lost): ask before giving up.

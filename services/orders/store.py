@@ -9,6 +9,7 @@ status so writing it twice keeps one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -106,7 +107,13 @@ class PlacementStore:
     """Idempotent order placement: one document per (customer, Idempotency-Key), made before the
     saga starts and given the answer the saga ended with. A repeat of the request finds it:
     the same answer for the same order, never a second order and a second charge. Placements
-    are kept with the orders (as long as a client could retry)."""
+    are kept with the orders (as long as a client could retry).
+
+    A process can die between claiming the key and creating the order: no order, no saga to
+    recover, and the key would say "still running" for ever. A claim carries a token and the
+    time it was made; a repeat that finds it unanswered long after any request could still be
+    running takes it over (one repeat wins: the token must still match) and places the order
+    itself, under the same order id."""
 
     def __init__(self, placements: Collection) -> None:
         self.placements = placements
@@ -116,10 +123,21 @@ class PlacementStore:
         try:
             self.placements.insert_one({"_id": placement_id, "order_id": order_id,
                                         "fingerprint": fingerprint, "status": None,
-                                        "body": None, "created_at": now()})
+                                        "body": None, "created_at": now(),
+                                        "claim": domain.new_id("clm"), "claimed_at": time.time()})
         except DuplicateKeyError:
             return self.placements.find_one({"_id": placement_id})
         return None
+
+    def take_over(self, placement: dict[str, Any], after_seconds: float) -> bool:
+        """Claim again a key whose claimant has been silent for `after_seconds`; True if ours."""
+        if placement.get("status") is not None or \
+                time.time() - placement.get("claimed_at", 0.0) < after_seconds:
+            return False
+        taken = self.placements.update_one(
+            {"_id": placement["_id"], "claim": placement.get("claim")},
+            {"$set": {"claim": domain.new_id("clm"), "claimed_at": time.time()}})
+        return taken.modified_count == 1
 
     def get(self, placement_id: str) -> dict[str, Any] | None:
         return self.placements.find_one({"_id": placement_id})

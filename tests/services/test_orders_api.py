@@ -9,10 +9,13 @@ import uuid
 
 import pytest
 
-from patterns.bus import Bus, Message
+from patterns.bus import Bus
 from patterns.saga import COMPENSATED, COMPENSATING, COMPLETED, RUNNING
+from services.orders import app as orders_app
+from services.orders import domain
 from services.orders.app import create_app as create_orders
 from services.payments.app import create_app as create_payments
+from tests.helpers import EventRecorder, relayed, wait_for
 from tests.services.orders_peers import Catalogue, Stockroom
 
 
@@ -72,30 +75,9 @@ def world(make_settings, build_app, serve_app, monkeypatch):
     world.orders_app.extensions["orders.recovery"].stop()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message: Message) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-    def keys_for(self, order_id: str) -> list[str]:
-        with self.lock:
-            return [m.routing_key for m in self.messages if m.body.get("order_id") == order_id]
-
-
-def wait_until(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_happy_path_confirms_the_order_commits_the_stock_and_captures_the_payment(
         world, amqp_url):
-    recorder = Recorder()
+    recorder = EventRecorder()
     bus = Bus(amqp_url, namespace=world.orders_settings.bus_namespace)
     consumer = bus.consumer(f"test.orders.{uuid.uuid4().hex[:8]}", recorder,
                             ("orders", "order.*")).start()
@@ -119,13 +101,16 @@ def test_happy_path_confirms_the_order_commits_the_stock_and_captures_the_paymen
         history = world.order(order["id"])["history"]
         assert [(h["from"], h["to"]) for h in history] == [(None, "pending"),
                                                           ("pending", "confirmed")]
-        wait_until(lambda: len(recorder.keys_for(order["id"])) >= 3)
-        assert recorder.keys_for(order["id"]) == ["order.created", "order.status_changed",
-                                                  "order.confirmed"]
+        recorder.settle(bus, "orders", "order.marker",
+                        relayed=relayed(world.orders_app.extensions["kit"].db, "orders"))
+        assert [m.routing_key for m in recorder.matching(
+            lambda m: m.body.get("order_id") == order["id"])] == [
+            "order.created", "order.status_changed", "order.confirmed"]
         created = next(m for m in recorder.messages if m.routing_key == "order.created")
         assert created.body["flow"] == "orchestration" and created.body["total_cents"] == 4500
     finally:
         consumer.stop()
+        bus.close()
 
 
 def test_a_declined_payment_releases_the_stock_and_cancels_the_order(world):
@@ -135,6 +120,7 @@ def test_a_declined_payment_releases_the_stock_and_cancels_the_order(world):
     assert response.status_code == 402
     error = response.get_json()["error"]
     assert error["code"] == "payment_declined" and error["reason"] == "payment_declined"
+    assert error["message"].count("the payment was declined") == 1, error["message"]
     order = world.order(error["order_id"])
     assert order["status"] == "cancelled" and order["reason"] == "payment_declined"
     assert world.stockroom.available["prd_mug"] == 10 and world.stockroom.reserved["prd_mug"] == 0
@@ -181,7 +167,10 @@ def test_payments_down_is_503_and_the_reservation_is_released(world):
     error = response.get_json()["error"]
     assert error["reason"] == "payments_unavailable"
     assert world.order(error["order_id"])["status"] == "cancelled"
-    assert world.stockroom.available["prd_mug"] == 10
+    # Reserved, then released (not merely never reserved: the stock would be 10 then too).
+    [reservation] = world.stockroom.reservations.values()
+    assert reservation["order_id"] == error["order_id"] and reservation["status"] == "released"
+    assert world.stockroom.available["prd_mug"] == 10 and world.stockroom.reserved["prd_mug"] == 0
     assert world.payments_of(error["order_id"]) == []
 
 
@@ -190,14 +179,16 @@ def test_an_inventory_that_stays_down_opens_its_breaker_and_orders_fail_fast(wor
     answers = [world.place(("prd_mug", 1)) for _ in range(3)]
     assert [a.status_code for a in answers] == [503, 503, 503]
     calls_before = len(world.stockroom.calls)
-
-    started = time.monotonic()
-    fast = world.place(("prd_mug", 1))
-    assert fast.status_code == 503 and time.monotonic() - started < 1.0
-    assert "circuit" in fast.get_json()["error"]["message"]
-    assert len(world.stockroom.calls) == calls_before  # not even tried
-    assert world.order(fast.get_json()["error"]["order_id"])["status"] == "cancelled"
     breaker = world.orders_app.extensions["kit"].breakers.get("inventory")
+    rejected_before = breaker.snapshot()["rejected"]
+
+    fast = world.place(("prd_mug", 1))
+    assert fast.status_code == 503
+    assert "circuit" in fast.get_json()["error"]["message"]
+    # Fast because nothing was waited for: the breaker refused, inventory was not even tried.
+    assert len(world.stockroom.calls) == calls_before
+    assert breaker.snapshot()["rejected"] > rejected_before
+    assert world.order(fast.get_json()["error"]["order_id"])["status"] == "cancelled"
     assert breaker.state == "open"
 
 
@@ -292,7 +283,7 @@ def test_crash_inside_a_step_is_recovered_by_a_new_app_without_applying_anything
     restarted = world.start_orders()  # same database: a new process after the crash
     recovery = restarted.extensions["orders.recovery"]
     try:
-        wait_until(lambda: recovery.passes >= 1)
+        wait_for(lambda: recovery.passes >= 1, what="a recovery pass")
         order = world.order(order_id)
         assert order["status"] == "confirmed"
         [payment] = world.payments_of(order_id)
@@ -317,6 +308,7 @@ def test_choreography_flow_finishes_the_order_from_inventorys_events(
         assert accepted.status_code == 202
         order = accepted.get_json()
         assert order["status"] == "pending" and world.stockroom.calls == []
+        marker = world.place(("prd_mug", 1)).get_json()  # cancelled below, after the rest
 
         # Inventory's part, played by hand: reserve, then announce it.
         stand_in = world.stockroom.app().test_client()
@@ -328,13 +320,17 @@ def test_choreography_flow_finishes_the_order_from_inventorys_events(
             inventory.publish("inventory", "stock.reserved", {
                 "reservation_id": reservation["id"], "order_id": order["id"],
                 "items": reservation["items"]}, message_id=f"reserved-{order['id']}")
+        # Orders handles its queue in order: once this one is done, so are the two above.
+        inventory.publish("inventory", "stock.reservation_failed", {
+            "order_id": marker["id"], "reason": "insufficient_stock", "items": []})
         inventory.close()
 
-        wait_until(lambda: world.order(order["id"])["status"] == "confirmed")
+        wait_for(lambda: world.order(marker["id"])["status"] == "cancelled",
+                 what="the marker order to be cancelled")
+        assert world.order(order["id"])["status"] == "confirmed"
         [payment] = world.payments_of(order["id"])
         assert payment["status"] == "captured" and payment["amount_cents"] == 2500
         assert world.stockroom.reservations[reservation["id"]]["status"] == "committed"
-        time.sleep(1.0)
         assert len(world.stockroom.posts("/commit")) == 1
     finally:
         world.orders_app.extensions["orders.recovery"].stop()
@@ -384,7 +380,7 @@ def test_a_repeat_while_the_first_is_running_waits_for_its_answer(world):
     first = threading.Thread(target=lambda: answers.append(
         place_with_key(world, "basket-5", ("prd_mug", 1))))
     first.start()
-    time.sleep(0.5)
+    wait_for(lambda: world.stockroom.reservations, what="the first request to reserve")
     repeat = world.orders_app.test_client().post(
         "/api/v1/orders", headers={**world.user(), "Idempotency-Key": "basket-5"},
         json={"items": [{"product_id": "prd_mug", "quantity": 1}]})
@@ -393,3 +389,36 @@ def test_a_repeat_while_the_first_is_running_waits_for_its_answer(world):
     assert repeat.get_json()["id"] == answers[0].get_json()["id"]
     assert len(world.payments_of(repeat.get_json()["id"])) == 1
     assert world.stockroom.available["prd_mug"] == 9
+
+
+def test_a_key_whose_claimant_died_before_creating_the_order_is_taken_over(world, monkeypatch):
+    # The first request claimed the key and its process died before the order existed: no
+    # order, no saga to recover. Long after, a repeat places the order under the claimed id.
+    body = {"items": [{"product_id": "prd_mug", "quantity": 1}]}
+    placements = world.orders_app.extensions["kit"].collection("placements")
+    user = "usr_alice"
+    placements.insert_one({
+        "_id": domain.placement_id(user, "basket-died"), "order_id": "ord_claimed_then_died",
+        "fingerprint": domain.order_fingerprint(body["items"]), "status": None, "body": None,
+        "claim": "clm_dead", "claimed_at": time.time() - orders_app.TAKEOVER_AFTER - 1})
+    repeat = place_with_key(world, "basket-died", ("prd_mug", 1))
+    assert repeat.status_code == 201, repeat.get_json()
+    assert repeat.get_json()["id"] == "ord_claimed_then_died"
+    assert len(world.payments_of("ord_claimed_then_died")) == 1
+    again = place_with_key(world, "basket-died", ("prd_mug", 1))
+    assert again.get_json() == repeat.get_json()
+    assert world.stockroom.available["prd_mug"] == 9
+
+
+def test_a_recent_unanswered_claim_is_not_taken_over(world, monkeypatch):
+    monkeypatch.setattr(orders_app, "ANSWER_WAIT", 0.3)
+    body = {"items": [{"product_id": "prd_mug", "quantity": 1}]}
+    placements = world.orders_app.extensions["kit"].collection("placements")
+    placements.insert_one({
+        "_id": domain.placement_id("usr_alice", "basket-busy"), "order_id": "ord_still_busy",
+        "fingerprint": domain.order_fingerprint(body["items"]), "status": None, "body": None,
+        "claim": "clm_busy", "claimed_at": time.time()})
+    repeat = place_with_key(world, "basket-busy", ("prd_mug", 1))
+    assert repeat.status_code == 409
+    assert repeat.get_json()["error"]["order_id"] == "ord_still_busy"
+    assert world.payments_of("ord_still_busy") == []
