@@ -10,6 +10,7 @@ import requests
 
 from microlab.launcher import SandboxProcess
 from microlab.topology import load_topology
+from tests.helpers import wait_for
 
 
 def chaos(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -20,6 +21,12 @@ def chaos(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[st
 
 def through_edge(sandbox: SandboxProcess, edge: str, path: str = "/health") -> str:
     return f"http://127.0.0.1:{sandbox.state['plan']['proxy_ports'][edge]}{path}"
+
+
+def round_trip(url: str) -> float:
+    started = time.perf_counter()
+    assert requests.get(url, timeout=5).ok
+    return time.perf_counter() - started
 
 
 @pytest.fixture(autouse=True)
@@ -39,10 +46,9 @@ def test_a_cut_edge_fails_fast_and_heals_when_restored(sandbox):
     url = through_edge(sandbox, "orders->payments")
     assert requests.get(url, timeout=5).status_code == 200
     assert chaos(sandbox, "down", "orders:payments").returncode == 0
-    started = time.perf_counter()
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(requests.ConnectionError) as refused:
         requests.get(url, timeout=5)
-    assert time.perf_counter() - started < 1.0  # refused, not timed out
+    assert not isinstance(refused.value, requests.Timeout)  # refused at once, not timed out
     # Only that edge is down: the service itself and other edges to it still answer.
     assert requests.get(f"{sandbox.urls['payments']}/health", timeout=5).status_code == 200
     assert requests.get(through_edge(sandbox, "gateway->payments"), timeout=5).ok
@@ -54,13 +60,10 @@ def test_latency_slows_down_only_its_edge(sandbox):
     result = chaos(sandbox, "latency", "orders->payments", "400", "--jitter", "20")
     assert result.returncode == 0, result.stderr
     assert "latency(latency=400,jitter=20) downstream" in chaos(sandbox, "list").stdout
-    started = time.perf_counter()
-    assert requests.get(through_edge(sandbox, "orders->payments"), timeout=5).ok
-    slow = time.perf_counter() - started
-    started = time.perf_counter()
-    assert requests.get(through_edge(sandbox, "orders->users"), timeout=5).ok
-    fast = time.perf_counter() - started
-    assert slow >= 0.38
+    slow = round_trip(through_edge(sandbox, "orders->payments"))
+    # The fastest of three: one request of a busy machine may be slow for other reasons.
+    fast = min(round_trip(through_edge(sandbox, "orders->users")) for _ in range(3))
+    assert slow >= 0.38  # a lower bound: no load makes a request faster
     assert fast < slow / 2
 
 
@@ -95,28 +98,57 @@ def test_unknown_edges_are_named_in_the_error(sandbox):
     assert "unknown edge 'payments->orders'" in result.stderr
 
 
-def place_order(sandbox: SandboxProcess) -> requests.Response:
-    gateway = sandbox.urls["gateway"]
-    login = requests.post(f"{gateway}/api/users/login", timeout=10, json={
-        "email": "admin@microlab.local", "password": "admin-password"}).json()
-    headers = {"Authorization": f"Bearer {login['token']}"}
-    product = requests.get(f"{gateway}/api/products", params={"limit": 1}, timeout=10
-                           ).json()["items"][0]
-    return requests.post(f"{gateway}/api/orders", headers=headers, timeout=30, json={
-        "items": [{"product_id": product["id"], "quantity": 1}]})
+class Shopper:
+    """The demo admin, logged in once (scrypt is slow on purpose: not part of any order)."""
+
+    def __init__(self, sandbox: SandboxProcess) -> None:
+        self.gateway = sandbox.urls["gateway"]
+        login = requests.post(f"{self.gateway}/api/users/login", timeout=30, json={
+            "email": "admin@microlab.local", "password": "admin-password"})
+        assert login.status_code == 200, login.text
+        self.headers = {"Authorization": f"Bearer {login.json()['token']}"}
+
+    def get(self, path: str, **params) -> dict:
+        answer = requests.get(f"{self.gateway}{path}", params=params, headers=self.headers,
+                              timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def order(self, product_id: str) -> requests.Response:
+        return requests.post(f"{self.gateway}/api/orders", headers=self.headers, timeout=30,
+                             json={"items": [{"product_id": product_id, "quantity": 1}]})
 
 
 def test_an_order_fails_fast_while_orders_to_payments_is_down_and_succeeds_after_up(sandbox):
+    shopper = Shopper(sandbox)
+    product = shopper.get("/api/products", limit=1)["items"][0]["id"]
+    stock_before = shopper.get(f"/api/inventory/{product}")
     assert chaos(sandbox, "down", "orders->payments").returncode == 0
-    started = time.perf_counter()
-    failed = place_order(sandbox)
+
+    failed = shopper.order(product)
     assert failed.status_code == 503, failed.text
-    assert failed.json()["error"]["reason"] == "payments_unavailable"
-    assert time.perf_counter() - started < 2.0  # refused at once, compensated, answered
+    error = failed.json()["error"]
+    assert error["reason"] == "payments_unavailable"
+    # Fast: the cut edge refused the connection (or orders' breaker, still open from an
+    # earlier test, refused the call); nothing waited for a timeout.
+    message = error["message"]
+    assert ("ConnectionError" in message or "circuit" in message) and "Timeout" not in message
+    # ...and compensated: its stock was reserved and released again, the order is cancelled,
+    # nothing was charged.
+    order_id = error["order_id"]
+    order = shopper.get(f"/api/orders/{order_id}")
+    assert order["status"] == "cancelled" and order["reason"] == "payments_unavailable"
+    wait_for(lambda: {"stock.reserved", "stock.released"} <= {
+        n["type"] for n in shopper.get("/api/notifications", limit=100)["items"]
+        if n["data"].get("order_id") == order_id},
+        what="inventory's stock.reserved and stock.released for the order")
+    stock = shopper.get(f"/api/inventory/{product}")
+    assert (stock["available"], stock["reserved"]) == (stock_before["available"],
+                                                       stock_before["reserved"])
+    assert shopper.get("/api/payments", order_id=order_id)["items"] == []
 
     assert chaos(sandbox, "up", "orders->payments").returncode == 0
-    deadline = time.monotonic() + 20  # the breaker lets a trial through after 3 s here
-    while (answer := place_order(sandbox)).status_code != 201 and time.monotonic() < deadline:
-        time.sleep(1)
-    assert answer.status_code == 201, answer.text
+    # The breaker lets a trial through after 3 s here.
+    answer = wait_for(lambda: (a if (a := shopper.order(product)).status_code == 201 else None),
+                      timeout=30, what="an order to go through again after the edge is up")
     assert answer.json()["status"] == "confirmed"

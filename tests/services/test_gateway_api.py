@@ -21,6 +21,7 @@ from patterns.settings import ServiceSettings
 from services.gateway.app import create_app
 from services.gateway.domain import ROUTES, UPSTREAMS, UpstreamTimeout
 from services.gateway.proxy import Upstream
+from tests.helpers import missing
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -278,7 +279,7 @@ def redis_prefix():
     try:
         client.ping()
     except redis.RedisError as error:
-        pytest.skip(f"no Redis at {REDIS_URL} ({error})")
+        missing(f"no Redis at {REDIS_URL} ({error}); start one or set REDIS_URL")
     prefix = f"microlab-test:gateway:{uuid.uuid4().hex}:"
     yield prefix
     keys = list(client.scan_iter(match=prefix + "*"))
@@ -328,19 +329,26 @@ def test_an_upstream_failing_with_500_opens_its_breaker_and_calls_then_fail_fast
         failed = client.get("/api/payments/pay_1", headers=auth)
         assert failed.status_code == 500 and failed.json["service"] == "payments"
 
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        answer = client.get("/api/payments/pay_1", headers=auth)
-        best = min(best, time.perf_counter() - started)
-        assert answer.status_code == 503
-        error = answer.json["error"]
-        assert (error["code"], error["service"]) == ("upstream_unavailable", "payments")
-        assert int(answer.headers["Retry-After"]) == error["retry_after"] >= 1
-    assert best < 0.005
+    def fastest_of_5(path: str, status: int) -> float:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            answer = client.get(path, headers=auth)
+            best = min(best, time.perf_counter() - started)
+            assert answer.status_code == status, answer.json
+        return best
+
+    refused = fastest_of_5("/api/payments/pay_1", 503)
+    answer = client.get("/api/payments/pay_1", headers=auth)
+    error = answer.json["error"]
+    assert (error["code"], error["service"]) == ("upstream_unavailable", "payments")
+    assert int(answer.headers["Retry-After"]) == error["retry_after"] >= 1
     assert [call["service"] for call in calls] == ["payments"] * 3  # nothing more reached it
-    # The other upstreams have breakers of their own, still closed.
-    assert client.get("/api/orders", headers=auth).status_code == 200
+    # The other upstreams have breakers of their own, still closed; and failing fast costs
+    # less than a call that goes through (fastest of 5 each, as a busy machine may pause one).
+    forwarded = fastest_of_5("/api/orders", 200)
+    assert refused < forwarded, (f"refused in {refused * 1000:.2f} ms, "
+                                 f"forwarded in {forwarded * 1000:.2f} ms")
 
 
 def test_4xx_answers_do_not_count_against_the_upstream(make_gateway, upstreams):
@@ -354,9 +362,8 @@ def test_4xx_answers_do_not_count_against_the_upstream(make_gateway, upstreams):
 
 def test_a_stopped_upstream_is_a_quick_502(make_gateway):
     gateway = make_gateway({"orders": closed_port_url()})
-    started = time.perf_counter()
     answer = gateway.test_client().get("/api/orders", headers=bearer(gateway))
-    assert time.perf_counter() - started < 1.0
+    # Quick: refused, not waited for (a timeout, even a connect timeout, is a 504).
     assert answer.status_code == 502
     assert answer.json["error"]["code"] == "upstream_unreachable"
     assert answer.json["error"]["service"] == "orders"

@@ -14,6 +14,7 @@ import redis
 
 from patterns.clock import FakeClock
 from patterns.ratelimit import RedisTokenBucket, TokenBucket
+from tests.helpers import missing
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[3]
@@ -25,7 +26,7 @@ def redis_client():
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis reachable at {REDIS_URL} ({exc}); start one or set REDIS_URL")
+        missing(f"no Redis reachable at {REDIS_URL} ({exc}); start one or set REDIS_URL")
     yield client
     client.close()
 

@@ -157,9 +157,9 @@ def test_a_read_timeout_raises_service_unavailable_quickly(peer):
 
     started = time.perf_counter()
     with pytest.raises(ServiceUnavailable) as raised:
-        inventory.get_json("/slow", params={"seconds": 1.5})
+        inventory.get_json("/slow", params={"seconds": 2})
 
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < 2 / 2  # gave up long before the peer answered
     assert isinstance(raised.value, ConnectionError)
     assert "Timeout" in raised.value.reason
 
@@ -167,10 +167,11 @@ def test_a_read_timeout_raises_service_unavailable_quickly(peer):
 def test_a_refused_connection_raises_service_unavailable():
     nobody = ServiceClient("inventory", f"http://127.0.0.1:{closed_port()}")
 
-    started = time.perf_counter()
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(ServiceUnavailable) as raised:
         nobody.get_json("/anything")
-    assert time.perf_counter() - started < 2
+    # Refused at once, not timed out; and surely never arrived, so nothing happened there.
+    assert "Timeout" not in raised.value.reason
+    assert raised.value.may_have_arrived is False
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])

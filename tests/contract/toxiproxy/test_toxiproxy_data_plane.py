@@ -82,13 +82,15 @@ def test_delete_drops_data_held_by_latency(api: ToxiproxyApi, echo_proxy: tuple[
         started = time.monotonic()
         api.delete(f"/proxies/{name}")
         assert recv_until_eof(client) == b""
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0 / 2  # dropped, not delivered after the 3 s
 
 
 def test_bare_proxy_adds_little_latency(api: ToxiproxyApi, echo: EchoServer, echo_proxy: tuple[str, int]) -> None:  # E41
     with connect(echo.port) as direct, connect(echo_proxy[1]) as proxied:
-        direct_times = [round_trip(direct, b"ping") for _ in range(100)]
-        proxied_times = [round_trip(proxied, b"ping") for _ in range(100)]
+        direct_times, proxied_times = [], []
+        for _ in range(100):  # interleaved: a busy spell of the machine slows both alike
+            direct_times.append(round_trip(direct, b"ping"))
+            proxied_times.append(round_trip(proxied, b"ping"))
     added = statistics.median(proxied_times) - statistics.median(direct_times)
     assert added < 0.005, f"median added latency {added * 1000:.2f} ms"
 

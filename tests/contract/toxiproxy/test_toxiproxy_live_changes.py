@@ -15,6 +15,7 @@ from tests.contract.toxiproxy.toxiproxy_upstreams import (
     EchoServer,
     SinkServer,
     connect,
+    fastest_round_trip,
     is_refused,
     recv_exactly,
     recv_until_eof,
@@ -25,11 +26,11 @@ from tests.contract.toxiproxy.toxiproxy_upstreams import (
 def test_added_toxic_applies_to_open_connection(api: ToxiproxyApi, echo_proxy) -> None:  # G56
     name, port = echo_proxy
     with connect(port) as client:
-        assert round_trip(client, b"a") < 0.05
+        assert fastest_round_trip(client, b"a") < 0.15 / 2  # well below the toxic's 150 ms
         api.add_toxic(name, "latency", latency=150)
         assert round_trip(client, b"b") >= 0.145
         api.remove_toxic(name, "latency_downstream")
-        assert round_trip(client, b"c") < 0.05
+        assert fastest_round_trip(client, b"c") < 0.15 / 2
 
 
 def test_no_loss_or_reordering_while_toxics_change(api: ToxiproxyApi, echo_proxy) -> None:  # G57
@@ -67,7 +68,8 @@ def test_removing_latency_releases_held_data(api: ToxiproxyApi, echo_proxy) -> N
         time.sleep(0.3)
         api.remove_toxic(name, "latency_downstream")
         assert recv_exactly(client, 4) == b"held"
-        assert 0.29 <= time.monotonic() - started < 0.8
+        # Released when the toxic went (0.3 s), long before its 2 s would have run out.
+        assert 0.29 <= time.monotonic() - started < 2.0 / 2
 
 
 def test_updating_latency_releases_the_held_chunk(api: ToxiproxyApi, echo_proxy) -> None:  # G58
@@ -79,7 +81,7 @@ def test_updating_latency_releases_the_held_chunk(api: ToxiproxyApi, echo_proxy)
         time.sleep(0.3)
         api.update_toxic(name, "latency_downstream", toxicity=1)
         assert recv_exactly(client, 4) == b"held"
-        assert time.monotonic() - started < 0.8
+        assert time.monotonic() - started < 2.0 / 2  # released, not held for the 2 s
         assert round_trip(client, b"next") >= 1.9  # later chunks get the (unchanged) delay
 
 

@@ -18,6 +18,7 @@ from tests.contract.toxiproxy.toxiproxy_upstreams import (
     GreetingServer,
     SinkServer,
     connect,
+    fastest_round_trip,
     recv_exactly,
     recv_until_eof,
     round_trip,
@@ -125,7 +126,7 @@ def test_latency_then_close(api: ToxiproxyApi) -> None:  # F46
             assert recv_until_eof(client) == b""
             closed = time.monotonic()
         assert within(greeted - started, 0.2)
-        assert closed - greeted < 0.05
+        assert closed - greeted < 0.2 / 2  # the close is not held for the latency again
     finally:
         server.close()
 
@@ -378,6 +379,6 @@ def test_update_draws_toxicity_again_for_open_connections(api: ToxiproxyApi, ech
     name, port = echo_proxy
     api.add_toxic(name, "latency", toxicity=0, latency=60)
     with connect(port) as client:
-        assert round_trip(client, b"a") < 0.04
+        assert fastest_round_trip(client, b"a") < 0.06 / 2  # toxicity 0: no 60 ms delay
         api.update_toxic(name, "latency_downstream", toxicity=1)
         assert round_trip(client, b"b") >= 0.055
