@@ -22,10 +22,7 @@ import asyncio
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
-
-if TYPE_CHECKING:
-    from .toxics import Toxic
+from typing import Any, Callable, Protocol
 
 CHUNK_SIZE = 32 * 1024  # Go's io.Copy buffer: toxics see data in pieces of at most this size
 
@@ -34,6 +31,20 @@ CHUNK_SIZE = 32 * 1024  # Go's io.Copy buffer: toxics see data in pieces of at m
 class Chunk:
     data: bytes | memoryview
     read_at: float  # loop time when it was read; latency is measured from here
+
+
+class Toxic(Protocol):
+    """What a link needs of a toxic (toxics.py defines them; it imports this module, so this one
+    names the shape instead of importing it back)."""
+
+    name: str
+    toxicity: float
+    buffer_size: int       # chunks its inlet can queue before backpressure
+    closes_on_remove: bool
+
+    def new_state(self) -> Any: ...
+
+    async def pipe(self, stage: Stage) -> None: ...
 
 
 class Outlet(Protocol):
