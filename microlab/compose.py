@@ -220,26 +220,32 @@ def drift(files: dict[Path, str]) -> list[str]:
     return found
 
 
+def write_or_check(files: dict[Path, str], check: bool, stale: str) -> int:
+    """What every generator of the topology's files does: write the files that changed, or with
+    `check` print how each differs and exit 1 (saying `stale`) when any does."""
+    if check:
+        differences = drift(files)
+        for diff in differences:
+            print(diff)
+        if differences:
+            print(stale, file=sys.stderr)
+        return 1 if differences else 0
+    for path, text in files.items():
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m microlab.compose",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="do not write: exit 1 when the files differ from the topology")
     args = parser.parse_args(argv)
-    files = render(load_topology())
-    if args.check:
-        differences = drift(files)
-        for diff in differences:
-            print(diff)
-        if differences:
-            print("compose files drifted from the topology: run `python -m microlab.compose`",
-                  file=sys.stderr)
-        return 1 if differences else 0
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(f"wrote {path.relative_to(ROOT)}")
-    return 0
+    return write_or_check(render(load_topology()), args.check,
+                          "compose files drifted from the topology: run `python -m microlab.compose`")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from microlab.compose import drift
+from microlab.compose import write_or_check
 from microlab.processes import ROOT
 from microlab.topology import Topology, load_topology
 
@@ -85,19 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    if args.check:
-        differences = drift(pages)
-        for diff in differences:
-            print(diff)
-        if differences:
-            print("the topology diagram is stale: run `python -m microlab.diagram --write`",
-                  file=sys.stderr)
-        return 1 if differences else 0
-    for path, text in pages.items():
-        if path.read_text() != text:
-            path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
-    return 0
+    return write_or_check(pages, args.check,
+                          "the topology diagram is stale: run `python -m microlab.diagram --write`")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from microlab.compose import (DEFAULT_SERVICE_MEMORY, SERVICE_MEMORY, drift, infrastructure,
-                              upstream_of)
+from microlab.compose import (DEFAULT_SERVICE_MEMORY, SERVICE_MEMORY, infrastructure, upstream_of,
+                              write_or_check)
 from microlab.processes import ROOT
 from microlab.topology import Service, Topology, load_topology, wiring_env
 from services.gateway.domain import ROUTES, SOCKET_IO, Route
@@ -417,20 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="do not write: exit 1 when the files differ from the topology")
     args = parser.parse_args(argv)
-    files = render(load_topology())
-    if args.check:
-        differences = drift(files)
-        for diff in differences:
-            print(diff)
-        if differences:
-            print("k8s/ or istio/ drifted from the topology: run `python -m microlab.k8s`",
-                  file=sys.stderr)
-        return 1 if differences else 0
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(f"wrote {path.relative_to(ROOT)}")
-    return 0
+    return write_or_check(render(load_topology()), args.check,
+                          "k8s/ or istio/ drifted from the topology: run `python -m microlab.k8s`")
 
 
 if __name__ == "__main__":

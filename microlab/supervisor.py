@@ -347,7 +347,7 @@ class Supervisor:
         return self.service_row(name)
 
     def start_service(self, name: str) -> dict:
-        process = self._known(name)
+        self._known(name)
         self._stopped_on_purpose.discard(name)
         self._handled_exits.discard(name)
         self._bring_up(name)
