@@ -20,9 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import re
-import socket
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
