@@ -34,7 +34,9 @@ SCREENSHOTS = ROOT / "reports" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and later tests that call asyncio.run() must not find one.
+@pytest.fixture(scope="module")
 def dashboard_url(sandbox: SandboxProcess) -> Iterator[str]:
     client = socket_io_client()
     if client is None or not client.exists():
@@ -50,7 +52,7 @@ def dashboard_url(sandbox: SandboxProcess) -> Iterator[str]:
         ChaosClient(sandbox.urls["chaos"], load_topology()).reset()  # leave the edges as found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         missing(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
