@@ -46,7 +46,9 @@ that opened and closed again between two polls.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -308,6 +310,20 @@ class CircuitBreaker:
                     log.exception("state listener of circuit %s failed", self.name)
 
 
+BREAKER_FACTORY_ENV = "MICROLAB_BREAKER_FACTORY"
+
+
+def breaker_type() -> Callable[..., CircuitBreaker]:
+    """`CircuitBreaker`, unless MICROLAB_BREAKER_FACTORY names another as `module:function`, a
+    function returning something built like it. `make grade EX=breaker LIVE=1` names the
+    learner's solution that way, so the services run on it (this module imports none of it)."""
+    named = os.environ.get(BREAKER_FACTORY_ENV)
+    if not named:
+        return CircuitBreaker
+    module, _, function = named.partition(":")
+    return getattr(importlib.import_module(module), function)()
+
+
 class BreakerRegistry:
     """One breaker per dependency name, created on first use with shared defaults.
 
@@ -327,7 +343,7 @@ class BreakerRegistry:
         with self._lock:
             breaker = self._breakers.get(name)
             if breaker is None:
-                breaker = CircuitBreaker(name, **{**self._defaults, **settings})
+                breaker = breaker_type()(name, **{**self._defaults, **settings})
                 for listener in self._listeners:
                     breaker.on_state_change(listener)
                 self._breakers[name] = breaker
