@@ -4,9 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: up down status test test-fast bench chaos load lab notebooks notebook-mutants compose compose-test venv clean
+.PHONY: up down status test test-fast bench chaos load lab notebooks notebook-mutants compose compose-test manifests validate docs docs-serve dashboard dashboard-assets grade learn venv clean
 
 up: $(STAMP)                 ## start the sandbox in the foreground (Ctrl-C stops it)
+	@$(MAKE) --no-print-directory -s $(SOCKET_IO_JS) 2>/dev/null \
+		|| echo "(npm is missing: the control room's live notification feed stays off)"
 	$(PY) -m microlab up $(ARGS)
 
 down: $(STAMP)               ## stop a sandbox started elsewhere
@@ -44,11 +46,61 @@ notebooks: $(STAMP)          ## run every notebook headless on a sandbox of its 
 notebook-mutants: $(STAMP)   ## break a pattern, see the notebook teaching it fail
 	$(PY) -m tests.notebooks.mutants $(ARGS)
 
+grade: $(STAMP)              ## grade the exercises (EX=breaker, SOLUTION=path, SEED=n, LIVE=1)
+	@$(PY) -m exercises.grading $(EX) $(if $(SOLUTION),--solution $(SOLUTION)) \
+		$(if $(SEED),--seed $(SEED)) $(if $(LIVE),--live)
+
+learn: $(STAMP)              ## the guided loop: edit exercises/<name>/starter.py, regraded on save
+	@$(PY) -m exercises.grading.learn $(ARGS)
+
 compose: $(STAMP)            ## regenerate docker-compose.yml and compose/toxiproxy.json from the topology
 	$(PY) -m microlab.compose
 
+manifests: $(STAMP)          ## regenerate k8s/ and istio/ from the topology (overlays' kustomization.yaml are hand-written)
+	$(PY) -m microlab.k8s
+
+validate: $(STAMP)           ## k8s/ and istio/: regenerated? rendered, strict schemas, drift, policy (offline)
+	$(PY) -m microlab.validate
+	$(PY) -m microlab.k8s --check
+	$(VENV)/bin/yamllint --strict -c .yamllint.yaml k8s istio
+
 compose-test: $(STAMP)       ## the real compose file up under Podman (root), used and broken, then down
 	$(PY) -m tests.compose.stack $(ARGS)
+
+# The lesson's site. Mermaid (the diagrams) comes from npm, vendored here so pages render offline.
+MERMAID_VERSION := 11.17.2
+MERMAID_JS      := build/vendor/mermaid-$(MERMAID_VERSION).min.js
+
+docs: $(STAMP) $(MERMAID_JS) ## the lesson as a website in build/site (strict: a broken link fails)
+	$(PY) -m microlab.apidocs build/api
+	MERMAID_JS=$(MERMAID_JS) $(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP) $(MERMAID_JS) ## the lesson's site on http://127.0.0.1:8000, rebuilt on save
+	$(PY) -m microlab.apidocs build/api
+	MERMAID_JS=$(MERMAID_JS) $(PY) -m mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+$(MERMAID_JS):
+	rm -rf build/vendor/npm && mkdir -p build/vendor/npm
+	cd build/vendor/npm && npm pack --silent mermaid@$(MERMAID_VERSION) >/dev/null
+	tar -xzf build/vendor/npm/mermaid-$(MERMAID_VERSION).tgz -C build/vendor/npm package/dist/mermaid.min.js
+	mv build/vendor/npm/package/dist/mermaid.min.js $@
+	rm -rf build/vendor/npm
+
+# The control room. Its one JavaScript library, the Socket.IO client, comes from npm (once).
+SOCKET_IO_VERSION := 4.8.1
+SOCKET_IO_JS      := build/vendor/socket.io-client-$(SOCKET_IO_VERSION).min.js
+
+dashboard: $(STAMP) $(SOCKET_IO_JS) ## the control room of the running sandbox, on http://127.0.0.1:8488
+	SOCKET_IO_JS=$(SOCKET_IO_JS) $(PY) -m microlab.dashboard $(ARGS)
+
+dashboard-assets: $(SOCKET_IO_JS) ## fetch the dashboard's Socket.IO client from npm (the browser tests need it)
+
+$(SOCKET_IO_JS):
+	rm -rf build/vendor/npm-sio && mkdir -p build/vendor/npm-sio
+	cd build/vendor/npm-sio && npm pack --silent socket.io-client@$(SOCKET_IO_VERSION) >/dev/null
+	tar -xzf build/vendor/npm-sio/socket.io-client-$(SOCKET_IO_VERSION).tgz -C build/vendor/npm-sio package/dist/socket.io.min.js
+	mv build/vendor/npm-sio/package/dist/socket.io.min.js $@
+	rm -rf build/vendor/npm-sio
 
 venv: $(STAMP)
 
