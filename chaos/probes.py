@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from microlab.lab import place_order
+from microlab.lab import ORDER_ATTEMPTS, place_order
 from microlab.launcher import admin_session
 from microlab.processes import ROOT
 from microlab.supervisor import RunDir
@@ -81,7 +81,7 @@ def _place_one(session: requests.Session, gateway: str, product_id: str) -> dict
         status: int | None = answer.status_code
         reason = _reason(answer)
     except requests.RequestException as error:
-        status, reason, attempts = None, type(error).__name__, 3
+        status, reason, attempts = None, type(error).__name__, ORDER_ATTEMPTS
     return {"at": started, "seconds": round(time.time() - started, 3), "status": status,
             "reason": reason, "attempts": attempts}
 
@@ -163,7 +163,11 @@ def kill_service(run_dir: str, service: str) -> dict[str, Any]:
     policy, with `up --restart on-failure`) brings it back."""
     path = Path(run_dir) if Path(run_dir).is_absolute() else ROOT / run_dir
     state = RunDir(path).read_state() or {}
-    pid = state.get("pids", {}).get(service)
+    # The pid from the supervisor as it is now (the state file's may be a crashed process's).
+    rows = (requests.get(f"{state['control_url']}/status", timeout=30).json()["services"]
+            if "control_url" in state else [])
+    pid = next((row["pid"] for row in rows
+                if row["service"] == service and row["state"] == "running"), None)
     if pid is None:
         raise RuntimeError(f"{service} is not running in the sandbox at {path}")
     os.killpg(pid, signal.SIGKILL)

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 
 from locust import HttpUser, constant, task
 
 from loadtests.names import ORDERS
-from microlab.lab import answer_was_lost, error_code
+from microlab.lab import ORDER_ATTEMPTS, answer_was_lost, error_code
 
 COMPENSATED = frozenset({402, 409, 502, 503})
 MAX_QUANTITY = int(os.environ.get("SHOP_MAX_QUANTITY", "1"))
-ATTEMPTS = 3
 
 
 class Shopper(HttpUser):
@@ -52,7 +52,7 @@ class Shopper(HttpUser):
         item = {"product_id": random.choice(self.product_ids),
                 "quantity": random.randint(1, MAX_QUANTITY)}
         headers = {"Idempotency-Key": f"load-{uuid.uuid4().hex}"}
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, ORDER_ATTEMPTS + 1):
             name = ORDERS if attempt == 1 else f"{ORDERS} (retry, same key)"
             with self.client.post("/api/orders", json={"items": [item]}, headers=headers,
                                   name=name, catch_response=True, timeout=60) as response:
@@ -65,6 +65,7 @@ class Shopper(HttpUser):
                     response.failure(f"unexpected {response.status_code}")
             if not lost:
                 return
+            time.sleep(0.5 * attempt)  # as microlab.lab.place_order (gevent makes it yield)
 
 
 def _reason(response) -> str:

@@ -48,10 +48,12 @@ INFRA_ENV = {"mongo": "MONGO_URL", "rabbitmq": "AMQP_URL", "chaos": "TOXIPROXY_U
 
 
 def answer_was_lost(status: int | None, code: str | None = None) -> bool:
-    """No answer, the gateway gave up waiting (504), or it could not reach the service (502
-    `upstream_unreachable`; orders' own 502 `peer_rejected` is an answer): the order may exist
-    or not, so only a retry with the same Idempotency-Key is safe."""
-    return status in (None, 0, 504) or (status == 502 and code == "upstream_unreachable")
+    """No answer, the gateway gave up waiting (504), it could not reach the service (502
+    `upstream_unreachable`; orders' own 502 `peer_rejected` is an answer), or orders says the
+    first request with this key is still running (409 `order_in_progress`): the order may exist
+    or not yet, so only a retry with the same Idempotency-Key is safe."""
+    return (status in (None, 0, 504) or (status == 502 and code == "upstream_unreachable")
+            or (status == 409 and code == "order_in_progress"))
 
 
 def error_code(answer: Any) -> str | None:
@@ -62,10 +64,15 @@ def error_code(answer: Any) -> str | None:
         return None
 
 
+ORDER_ATTEMPTS = 3  # a careful client's tries of one order, with the same key
+
+
 def place_order(session: requests.Session, gateway: str, items: list[dict], *,
-                attempts: int = 3, timeout: float = 35.0) -> tuple[requests.Response, int]:
+                attempts: int = ORDER_ATTEMPTS, timeout: float = 35.0
+                ) -> tuple[requests.Response, int]:
     """POST /api/orders as a careful client does: with an Idempotency-Key, retried with the
-    same key while the answer was lost (no answer, 502, 504). Orders places one order per key
+    same key while the answer was lost (no answer, 502, 504) or is still being worked out (409
+    order_in_progress). Orders places one order per key
     and answers a repeat as it answered the first, so a retry can neither order twice nor
     charge twice. Returns the last answer and how many attempts it took; raises the last
     `requests` error when no attempt got an answer."""

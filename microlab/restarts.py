@@ -5,7 +5,7 @@ with every crash in a row:
 
     crash 1 -> wait 1 s -> start     crash 2 -> wait 2 s     crash 3 -> 4 s   ... at most 30 s
     up for 30 s without crashing -> the next crash counts as the first again
-    5 crashes in a row           -> a crash loop: give up and say so (restarting cannot help
+    the 5th crash in a row       -> a crash loop: give up and say so (restarting cannot help
                                     until someone fixes the cause; `microlab start NAME` tries again)
 
 The pause keeps a process that dies at once from burning a core, and gives what it depends on
@@ -24,11 +24,11 @@ class RestartPolicy:
     first_delay_s: float = 1.0
     max_delay_s: float = 30.0
     stable_after_s: float = 30.0   # up this long, and the crash count starts again
-    max_crashes: int = 5           # in a row; then the process is left down
+    max_crashes: int = 5           # in a row; at this one the process is left down
 
     def delay(self, crashes_in_a_row: int) -> float | None:
         """Seconds to wait before restart number `crashes_in_a_row`, or None: give up."""
-        if crashes_in_a_row > self.max_crashes:
+        if crashes_in_a_row >= self.max_crashes:
             return None
         return min(self.first_delay_s * 2 ** (crashes_in_a_row - 1), self.max_delay_s)
 

@@ -306,27 +306,31 @@ class Supervisor:
             self.out(f"!! {name} exited with code {code}; "
                      f"`microlab start {name}` starts it again")
             return
+        self._schedule_restart(name, f"exited with code {code}", process)
+
+    def _schedule_restart(self, name: str, what: str, process: ManagedProcess) -> None:
         uptime = time.time() - (process.started_at or time.time())
         count, delay = self.crashes.crashed(name, uptime)
         if delay is None:
-            self.out(f"!! {name} exited with code {code}, its {count}th crash in a row: "
-                     f"a crash loop, not restarting it again. Look at `microlab logs {name}`; "
+            self.out(f"!! {name} {what}, its {count}th crash in a row: a crash loop, not "
+                     f"restarting it again. Look at `microlab logs {name}`; "
                      f"`microlab start {name}` tries again")
             return
-        self.out(f"!! {name} exited with code {code}; restarting it in {delay:g} s "
-                 f"(crash {count} in a row, the policy gives up after "
-                 f"{self.crashes.policy.max_crashes})")
+        self.out(f"!! {name} {what}; restarting it in {delay:g} s (crash {count} in a row, "
+                 f"the policy gives up at {self.crashes.policy.max_crashes})")
         self._restart_at[name] = time.monotonic() + delay
 
     def _restart(self, name: str) -> None:
         self._handled_exits.discard(name)
         try:
             self._bring_up(name)
-        except StartupError as error:
-            self.out(f"!! restarting {name} failed: {error}")
-            self.processes[name].stop(timeout=5)  # seen as the next crash in a row
-            return
         except Interrupted:
+            return
+        except Exception as error:  # any failure to come back is the next crash in a row
+            process = self.processes[name]
+            process.stop(timeout=5)  # may exit 0 on SIGTERM: counted here, not by its code
+            self._handled_exits.add(name)
+            self._schedule_restart(name, f"did not come back ({str(error)[:300]})", process)
             return
         self.out(f"** {name} is back (pid {self.processes[name].pid})")
         self._write_state(ready=True)

@@ -334,6 +334,7 @@ class BreakerRegistry:
 
     def __init__(self, *, listeners: tuple[Listener, ...] = (), **defaults: Any) -> None:
         self._defaults = defaults
+        self._make = breaker_type()  # a wrong MICROLAB_BREAKER_FACTORY fails here, at start
         self._listeners = listeners
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lock = threading.Lock()
@@ -343,7 +344,7 @@ class BreakerRegistry:
         with self._lock:
             breaker = self._breakers.get(name)
             if breaker is None:
-                breaker = breaker_type()(name, **{**self._defaults, **settings})
+                breaker = self._make(name, **{**self._defaults, **settings})
                 for listener in self._listeners:
                     breaker.on_state_change(listener)
                 self._breakers[name] = breaker

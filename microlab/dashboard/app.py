@@ -49,6 +49,9 @@ def socket_io_client() -> Path | None:
     return found[-1] if found else None
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
 def create_app(sandbox: Sandbox | None = None) -> Flask:
     sandbox = sandbox or Sandbox()
     transitions = TransitionLog()
@@ -58,6 +61,15 @@ def create_app(sandbox: Sandbox | None = None) -> Flask:
     @app.errorhandler(DashboardError)
     def refused(error: DashboardError) -> tuple[Response, int]:
         return jsonify(error=error.message), error.status
+
+    @app.before_request
+    def loopback_names_only() -> tuple[Response, int] | None:
+        # The page can cut edges and hands out a demo token: a web page whose name was
+        # rebound to 127.0.0.1 (DNS rebinding) must not get to use it.
+        if request.host.rsplit(":", 1)[0] not in LOOPBACK_NAMES:
+            return jsonify(error=f"the control room answers only as {', '.join(LOOPBACK_NAMES)}"
+                           ), 421
+        return None
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> tuple[Response, int]:

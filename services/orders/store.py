@@ -135,7 +135,7 @@ class PlacementStore:
                 time.time() - placement.get("claimed_at", 0.0) < after_seconds:
             return False
         taken = self.placements.update_one(
-            {"_id": placement["_id"], "claim": placement.get("claim")},
+            {"_id": placement["_id"], "claim": placement.get("claim"), "status": None},
             {"$set": {"claim": domain.new_id("clm"), "claimed_at": time.time()}})
         return taken.modified_count == 1
 

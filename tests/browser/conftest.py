@@ -42,13 +42,16 @@ def dashboard_url(sandbox: SandboxProcess) -> Iterator[str]:
     if client is None or not client.exists():
         pytest.fail("the Socket.IO client is not built: run `make dashboard-assets` first")
     environ = {**os.environ, **sandbox_env(sandbox.state, sandbox.run_dir.path)}
-    server = make_server("127.0.0.1", 0, create_app(Sandbox(environ)), threaded=True)
+    seen = Sandbox(environ)
+    server = make_server("127.0.0.1", 0, create_app(seen), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+        server.server_close()
+        seen.close()
         ChaosClient(sandbox.urls["chaos"], load_topology()).reset()  # leave the edges as found
 
 

@@ -38,9 +38,9 @@ def no_pause(monkeypatch):
 
 def test_a_lost_answer_is_asked_again_with_the_same_key():
     session = Session(requests.ConnectionError(), Answer(502, "upstream_unreachable"),
-                      Answer(201))
-    answer, attempts = lab.place_order(session, "http://127.0.0.1:1", [])
-    assert (answer.status_code, attempts) == (201, 3)
+                      Answer(409, "order_in_progress"), Answer(201))
+    answer, attempts = lab.place_order(session, "http://127.0.0.1:1", [], attempts=4)
+    assert (answer.status_code, attempts) == (201, 4)
     assert len(set(session.keys)) == 1 and session.keys[0].startswith("client-")
 
 

@@ -3,11 +3,16 @@ once each, and which edge a client span used."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from microlab.chaosproxy.metrics import RECEIVED, SENT, ProxyMetrics
+from microlab.dashboard.app import create_app
+from microlab.dashboard import sandbox as dashboard_sandbox
 from microlab.dashboard.sandbox import (
     DashboardError,
+    SpanFollower,
     TransitionLog,
     parse_proxy_metrics,
     span_port,
@@ -59,3 +64,24 @@ def test_each_transition_is_listed_once_and_a_restarted_breaker_starts_over() ->
 ])
 def test_the_port_a_client_span_called(span: dict, port: int | None) -> None:
     assert span_port(span) == port
+
+
+@pytest.mark.parametrize("host, refused", [("127.0.0.1:8488", False), ("localhost:8488", False),
+                                           ("evil.example:8488", True), ("10.0.0.5", True)])
+def test_the_page_answers_only_under_a_loopback_name(host: str, refused: bool) -> None:
+    # A page whose DNS name is rebound to 127.0.0.1 must not drive the sandbox.
+    client = create_app(sandbox=SimpleNamespace()).test_client()  # type: ignore[arg-type]
+    answer = client.get("/", headers={"Host": host})
+    assert (answer.status_code == 421) is refused
+
+
+def test_a_long_span_file_is_read_from_its_end_then_followed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(dashboard_sandbox, "SPANS_TAIL_BYTES", 200)
+    spans = tmp_path / "traces.jsonl"
+    spans.write_text("".join(f'{{"name": "old {n}"}}\n' for n in range(1000)))
+    follower = SpanFollower()
+    first = follower.read(spans)
+    assert 0 < len(first) < 20 and first[-1] == {"name": "old 999"}  # no cut line, no error
+    with open(spans, "a") as file:
+        file.write('{"name": "new"}\n')
+    assert follower.read(spans)[-1] == {"name": "new"}

@@ -1,6 +1,6 @@
 // The control room page: polls the dashboard server's /api/state, draws it, and posts actions.
 // Plain modern JavaScript, no build step; the only library is the Socket.IO client (window.io),
-// served from /static/vendor when `make dashboard` has fetched it from npm.
+// served from /static/vendor once `make dashboard-assets` (or `make up`) has fetched it from npm.
 
 const POLL_MS = 1000;
 const TRACE_POLL_MS = 3000;
@@ -21,7 +21,7 @@ async function api(method, path, body) {
   try {
     answer = await fetch(path, options);
   } catch (error) {
-    throw new Error("the dashboard server does not answer (is `make dashboard` still running?)");
+    throw new Error("the dashboard server does not answer (is the sandbox, or `make dashboard`, still running?)");
   }
   let data;
   try {
@@ -296,7 +296,7 @@ async function connectFeed() {
   view.socket?.close();
   view.socket = null;
   if (typeof window.io !== "function") {
-    status.textContent = "the Socket.IO client is not built: run `make dashboard` (it fetches it from npm once)";
+    status.textContent = "the Socket.IO client is not built: run `make dashboard-assets` (it fetches it from npm once)";
     return;
   }
   let session;
