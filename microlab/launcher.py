@@ -97,6 +97,11 @@ class SandboxProcess:
     def status(self) -> dict:
         return requests.get(f"{self.control_url}/status", timeout=30).json()
 
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """`microlab ARGS` against this sandbox, as a learner types it; its exit code and output."""
+        return subprocess.run(self.command(*args), cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+
     def _lifecycle(self, service: str, action: str) -> dict:
         response = requests.post(f"{self.control_url}/services/{service}/{action}", timeout=120)
         if response.status_code != 200:

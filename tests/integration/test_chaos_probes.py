@@ -3,7 +3,6 @@ expects is absent, and to pass when it is there."""
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
@@ -14,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 def chaos(sandbox: SandboxProcess, *args: str) -> None:
-    subprocess.run(sandbox.command("chaos", *args), check=True, capture_output=True, timeout=60)
+    result = sandbox.cli("chaos", *args, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_dependency_unavailable_probe_fails_while_the_database_is_fine(sandbox):

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def dlq(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sandbox.command("dlq", *args), capture_output=True, text=True,
-                          timeout=60)
+    return sandbox.cli("dlq", *args, timeout=60)
 
 
 def dead_letters(sandbox: SandboxProcess) -> int:

@@ -36,10 +36,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator
         assert code == 0, f"microlab up exited with {code}:\n{runner.output()[-3000:]}"
 
 
-def cli(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sandbox.command(*args), capture_output=True, text=True, timeout=120)
-
-
 def row(sandbox: SandboxProcess, name: str) -> dict:
     return next(r for r in sandbox.status()["services"] if r["service"] == name)
 
@@ -73,7 +69,7 @@ def place_order(sandbox: SandboxProcess) -> requests.Response:
 
 def assert_check_clean(sandbox: SandboxProcess) -> None:
     def clean() -> subprocess.CompletedProcess[str] | None:
-        result = cli(sandbox, "check")
+        result = sandbox.cli("check")
         return result if result.returncode == 0 else None
     wait_for(clean, timeout=30, what="microlab check clean")
 
@@ -96,17 +92,17 @@ def test_a_killed_mongo_is_restarted_and_the_shop_heals(sandbox):
 
 
 def test_a_killed_chaos_proxy_comes_back_with_every_edge(sandbox):
-    edges_before = cli(sandbox, "chaos", "list").stdout.count("->")
+    edges_before = sandbox.cli("chaos", "list").stdout.count("->")
     old_pid = kill(sandbox, "chaos")
     back_with_a_new_pid(sandbox, "chaos", old_pid)
-    assert cli(sandbox, "chaos", "list").stdout.count("->") == edges_before > 30
+    assert sandbox.cli("chaos", "list").stdout.count("->") == edges_before > 30
     wait_for(lambda: place_order(sandbox).status_code == 201, timeout=30,
              what="an order confirmed through the new proxies")
     assert_check_clean(sandbox)
 
 
 def test_mongo_is_stopped_and_started_by_name_and_stays_stopped_meanwhile(sandbox):
-    result = cli(sandbox, "stop", "mongo")
+    result = sandbox.cli("stop", "mongo")
     assert result.returncode == 0, result.stderr
     assert "mongo: stopped" in result.stdout
     try:
@@ -120,7 +116,7 @@ def test_mongo_is_stopped_and_started_by_name_and_stays_stopped_meanwhile(sandbo
         time.sleep(2)  # longer than the first restart delay: stopped on purpose stays stopped
         assert row(sandbox, "mongo")["state"] == "stopped"
     finally:
-        result = cli(sandbox, "start", "mongo")
+        result = sandbox.cli("start", "mongo")
     assert result.returncode == 0, result.stderr
     assert "mongo: running (health ok)" in result.stdout
     wait_for(lambda: products(sandbox).status_code == 200, timeout=30, what="products again")
@@ -128,10 +124,10 @@ def test_mongo_is_stopped_and_started_by_name_and_stays_stopped_meanwhile(sandbo
 
 def test_restart_by_name_covers_the_chaos_proxy(sandbox):
     old_pid = row(sandbox, "chaos")["pid"]
-    result = cli(sandbox, "restart", "chaos")
+    result = sandbox.cli("restart", "chaos")
     assert result.returncode == 0, result.stderr
     assert row(sandbox, "chaos")["pid"] != old_pid
-    assert cli(sandbox, "chaos", "list").stdout.count("->") > 30
+    assert sandbox.cli("chaos", "list").stdout.count("->") > 30
 
 
 def test_with_restart_on_failure_a_crashed_service_comes_back(sandbox):

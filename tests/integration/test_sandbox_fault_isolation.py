@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 
 import pytest
@@ -30,10 +29,6 @@ def rows_by_name(sandbox: SandboxProcess) -> dict[str, dict]:
     return {row["service"]: row for row in sandbox.status()["services"]}
 
 
-def microlab_cli(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sandbox.command(*args), capture_output=True, text=True, timeout=120)
-
-
 def test_every_service_answers_health_with_its_name(sandbox):
     for service in SERVICES:
         response = requests.get(f"{sandbox.urls[service]}/health", timeout=3)
@@ -49,7 +44,7 @@ def test_services_with_a_database_report_it_in_health(sandbox):
 
 
 def test_status_command_shows_every_process_startup_and_memory(sandbox):
-    result = microlab_cli(sandbox, "status")
+    result = sandbox.cli("status")
     assert result.returncode == 0, result.stderr
     for name in ["mongo", *SERVICES, "supervisor"]:
         assert name in result.stdout
@@ -81,7 +76,7 @@ def test_stopped_service_refuses_connections_while_the_rest_answer(sandbox):
         for service in SERVICES:
             if service != "payments":
                 assert health_status(sandbox, service) == 200, service
-        result = microlab_cli(sandbox, "status")
+        result = sandbox.cli("status")
         assert result.returncode == 1  # something is not healthy, and status says so
         assert "stopped" in result.stdout
     finally:
@@ -129,14 +124,14 @@ def test_a_crashed_service_is_reported_and_can_be_started_again(sandbox):
         assert row["state"] == "exited (-9)"
         assert health_status(sandbox, "gateway") == 200
     finally:
-        result = microlab_cli(sandbox, "start", "email")
+        result = sandbox.cli("start", "email")
     assert result.returncode == 0, result.stderr
     assert "running (health ok)" in result.stdout
 
 
 def test_logs_command_prints_the_services_json_lines(sandbox):
     requests.get(f"{sandbox.urls['products']}/no-such-page", timeout=3)
-    result = microlab_cli(sandbox, "logs", "products", "-n", "20")
+    result = sandbox.cli("logs", "products", "-n", "20")
     assert result.returncode == 0
     assert '"service": "products"' in result.stdout
     assert '"path": "/no-such-page"' in result.stdout
@@ -144,6 +139,6 @@ def test_logs_command_prints_the_services_json_lines(sandbox):
 
 @pytest.mark.parametrize("command", ["stop", "start", "restart"])
 def test_lifecycle_commands_name_unknown_services(sandbox, command):
-    result = microlab_cli(sandbox, command, "nosuch")
+    result = sandbox.cli(command, "nosuch")
     assert result.returncode == 1
     assert "unknown service 'nosuch'" in result.stderr

@@ -39,8 +39,7 @@ def mongo(sandbox: SandboxProcess) -> Iterator[MongoClient]:
 
 
 def run_check(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sandbox.command("check", *args), capture_output=True, text=True,
-                          timeout=120)
+    return sandbox.cli("check", *args)
 
 
 def violated_ids(sandbox: SandboxProcess) -> dict[str, list[list[str]]]:
