@@ -1,8 +1,7 @@
 """One child process of the sandbox: started in its own process group, logged, stopped cleanly.
 
 Two rules keep the sandbox from leaving processes behind:
-- each child leads its own process group, so stopping it also stops what it started (a
-  gunicorn master and its worker go together);
+- each child leads its own process group, so stopping it also stops anything it started;
 - each child asks the kernel to send it SIGTERM if the supervisor dies (PR_SET_PDEATHSIG), so
   even a supervisor killed with SIGKILL takes its children with it.
 """
@@ -17,8 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from microlab.zygote import ForkedChild, Zygote
 
 PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,18 +34,23 @@ def _die_with_parent() -> None:
 
 
 class ManagedProcess:
-    """A named child whose output goes, line by line, to a log file and to `on_line`."""
+    """A named child whose output goes, line by line, to a log file and to `on_line`.
+
+    With a `zygote`, the child (`python -m module ...`) is forked from it instead of started
+    afresh (see microlab.zygote); it is owned, logged and stopped the same way.
+    """
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path,
                  on_line: Callable[[str, str], None] | None = None,
-                 health_url: str | None = None) -> None:
+                 health_url: str | None = None, zygote: Zygote | None = None) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.log_path = log_path
         self.on_line = on_line
         self.health_url = health_url
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.zygote = zygote
+        self.popen: subprocess.Popen[bytes] | ForkedChild | None = None
         self.started_at: float | None = None  # wall clock, for uptime
         self._pump: threading.Thread | None = None
 
@@ -62,16 +70,19 @@ class ManagedProcess:
         if self.running:
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.popen = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+        if self.zygote:
+            self.popen = self.zygote.spawn(self.argv, self.env, ROOT)
+        else:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent)
         self.started_at = time.time()
         self._pump = threading.Thread(target=self._copy_output, args=(self.popen,),
                                       name=f"log-{self.name}", daemon=True)
         self._pump.start()
 
-    def _copy_output(self, popen: subprocess.Popen[bytes]) -> None:
+    def _copy_output(self, popen: subprocess.Popen[bytes] | ForkedChild) -> None:
         assert popen.stdout is not None
         with open(self.log_path, "ab") as log:
             for raw in popen.stdout:

@@ -40,6 +40,7 @@ from microlab.control import ControlServer
 from microlab.embedded_mongo import mongo_command, wait_for_mongo
 from microlab.preflight import PreflightError, check_executables, check_ports_free, check_rabbitmq
 from microlab.processes import ManagedProcess, pss_bytes
+from microlab.zygote import Zygote
 from microlab.restarts import CrashCounter, RestartPolicy
 from microlab.topology import (DEFAULT_AMQP_URL, LOOPBACK, PortPlan, Topology, service_env)
 
@@ -122,6 +123,7 @@ class Supervisor:
         self.crashes = CrashCounter(policy)
         self._restart_at: dict[str, float] = {}  # name -> time.monotonic() to start it again
         self.control = ControlServer(self, LOOPBACK, plan.port("control"))
+        self.zygote = Zygote(self.run_dir.log_file("zygote"))
         self.processes = self._build_processes(on_line)
 
     # -- the processes -------------------------------------------------------------------
@@ -140,6 +142,8 @@ class Supervisor:
                 health_url=f"{self.plan.url('chaos')}/version")
         for name, service in self.topology.services.items():
             env = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   # We restart a service that dies: it needs no gunicorn master of its own.
+                   "MICROLAB_SUPERVISED": "1",
                    # Every service appends its spans to one file the dashboard reads.
                    "OTEL_TRACES_EXPORTER": "jsonl",
                    "TRACE_FILE": str(self.run_dir.path / "traces.jsonl"),
@@ -148,14 +152,14 @@ class Supervisor:
                                  amqp_url=self.amqp_url)}
             processes[name] = ManagedProcess(
                 name, [sys.executable, "-m", service.module], env, self.run_dir.log_file(name),
-                on_line, health_url=f"{self.plan.url(name)}/health")
+                on_line, health_url=f"{self.plan.url(name)}/health", zygote=self.zygote)
         # The control room: a client of the sandbox like any other, started last.
         processes["dashboard"] = ManagedProcess(
             "dashboard", [sys.executable, "-m", "microlab.dashboard",
                           "--port", str(self.plan.port("dashboard"))],
             {**os.environ, "MICROLAB_RUN_DIR": str(self.run_dir.path)},
             self.run_dir.log_file("dashboard"), on_line,
-            health_url=f"{self.plan.url('dashboard')}/health")
+            health_url=f"{self.plan.url('dashboard')}/health", zygote=self.zygote)
         return processes
 
     @property
@@ -184,6 +188,7 @@ class Supervisor:
         (self.run_dir.data / "mongo").mkdir(parents=True, exist_ok=True)
         self.control.start()
         self._write_state(ready=False)
+        self.zygote.start()  # imports the services' libraries while the databases start
 
         for infrastructure in ("mongo", "chaos"):
             if infrastructure in self.processes:
@@ -378,6 +383,7 @@ class Supervisor:
         for infrastructure in ("chaos", "mongo"):
             if infrastructure in self.processes:
                 self.processes[infrastructure].stop(timeout=10)
+        self.zygote.stop()
         self.run_dir.state_file.unlink(missing_ok=True)
 
     # -- status --------------------------------------------------------------------------
@@ -416,6 +422,11 @@ class Supervisor:
                      "port": self.plan.port("control"), "state": "running", "health": "ok",
                      "uptime_s": round(time.time() - self.started_at, 1),
                      "pss_bytes": pss_bytes(os.getpid())})
+        if self.zygote.pid:  # it holds the pages the services share: its share counts too
+            rows.append({"service": "zygote", "pid": self.zygote.pid, "port": None,
+                         "state": "running", "health": "ok",
+                         "uptime_s": round(time.time() - self.started_at, 1),
+                         "pss_bytes": pss_bytes(self.zygote.pid)})
         return {"startup_s": self.startup_seconds, "urls": self.urls(), "services": rows,
                 "total_pss_bytes": sum(row["pss_bytes"] for row in rows)}
 

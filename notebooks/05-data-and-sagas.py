@@ -354,7 +354,7 @@ try:
     crashed = wait_until(past_reserve, 15, what="the saga past reserve_stock")
     crashed_order = crashed["data"]["order_id"]
     wait_until(lambda: captured_for(crashed_order), 10, what="payments taking the charge")
-    os.killpg(row["pid"], signal.SIGKILL)  # the group: the gunicorn master and its worker
+    os.killpg(row["pid"], signal.SIGKILL)  # its whole process group, as in a crash
     killed_at = time.monotonic()
     placing.join(30)
 finally:

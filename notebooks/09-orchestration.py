@@ -36,9 +36,12 @@ topology = lab.topology
 # %% [markdown]
 # ## The local process tree
 #
-# The supervisor starts each service as `python -m services.<name>`: a gunicorn master that
-# keeps one worker process with a pool of threads. Infrastructure runs beside them: the
-# embedded MongoDB and the chaos proxy (RabbitMQ is the machine's own).
+# The supervisor starts each service as `python -m services.<name>`, forked from the zygote
+# ([microlab/zygote.py](../microlab/zygote.py)): a process that imported the services' libraries
+# once, so the services share those pages and skip the imports. Each service is one gunicorn
+# worker with a pool of threads and no gunicorn master: restarting a service that dies is the
+# supervisor's job. Infrastructure runs beside them: the embedded MongoDB and the chaos proxy
+# (RabbitMQ is the machine's own).
 
 # %%
 status = {row["service"]: row for row in lab.status()["services"]}

@@ -4,15 +4,27 @@ One worker keeps per-process state (circuit breakers, rate limits, Socket.IO roo
 place; threads give concurrency for I/O-bound handlers. The app is built inside the worker,
 after the fork, so connections and background threads (consumers, relays) are never shared
 across a fork.
+
+Under the sandbox's supervisor (MICROLAB_SUPERVISED=1, local mode) the same gunicorn worker runs
+without its master: the master's one job, starting the worker again when it dies, is what the
+supervisor's restart policy already does, and a master per service cost about 30 MB each.
+In a container (compose, Kubernetes) the master stays: nothing else would restart a worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
+# jsonschema imports every optional format checker it finds installed, and rfc3987-syntax (which
+# Jupyter's jsonschema[format-nongpl] brings in) compiles a grammar when imported: a second of
+# CPU in every service at start. Our schemas check no formats, so a service never loads it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
+
 from flask import Flask
+from gunicorn import sock
 from gunicorn.app.base import BaseApplication
 
 from patterns.logs import configure_logging
@@ -48,6 +60,17 @@ class _Gunicorn(BaseApplication):
     def load(self) -> Flask:
         return self.build_app()
 
+    def run_worker(self) -> None:
+        """gunicorn's own worker, in this process, with our parent as its master."""
+        log = self.cfg.logger_class(self.cfg)
+        worker = self.cfg.worker_class(1, os.getppid(), sock.create_sockets(self.cfg, log),
+                                       self, self.cfg.timeout / 2.0, self.cfg, log)
+        try:
+            worker.init_process()  # serves until SIGTERM (or the parent is gone)
+        except Exception:
+            log.exception("Exception in worker process")  # the master's words for it
+            sys.exit(1)
+
 
 def bind_address(settings: ServiceSettings) -> str:
     """gunicorn's host:port for settings.host (an IPv6 address, such as ::, in brackets)."""
@@ -59,7 +82,7 @@ def bind_address(settings: ServiceSettings) -> str:
 
 def serve(build_app: Callable[[], Flask], settings: ServiceSettings) -> None:
     """Serve the app that `build_app()` returns on settings.host:settings.port until stopped."""
-    _Gunicorn(build_app, {
+    server = _Gunicorn(build_app, {
         "bind": bind_address(settings),
         "workers": 1,
         "worker_class": "gthread",
@@ -71,7 +94,11 @@ def serve(build_app: Callable[[], Flask], settings: ServiceSettings) -> None:
         "proc_name": f"microlab-{settings.name}",
         # Its default control socket is one path per user: every service would share it.
         "control_socket_disable": True,
-    }).run()
+    })
+    if settings.supervised:
+        server.run_worker()
+    else:
+        server.run()
 
 
 def run_service(name: str, create_app: Callable[[ServiceSettings], Flask]) -> None:

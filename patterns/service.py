@@ -19,7 +19,7 @@ gets, from its settings alone:
 
 `kit.start()` (called at the end of `create_app`) starts the background work — outbox relay,
 consumers, heartbeat — and arranges for it to stop when the process exits. Nothing starts in
-the gunicorn master: `create_app` runs in the worker, after the fork.
+a gunicorn master: `create_app` runs in the worker, after the fork (see `patterns.serve`).
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ class ServiceSettings:
     breaker_recovery_timeout: float = 30.0
     advertise_host: str | None = None  # as set; None: derived (advertised_host_for)
     advertise_port: int | None = None  # as set; None: port
+    supervised: bool = False  # MICROLAB_SUPERVISED=1: the sandbox's supervisor restarts us
 
     def __post_init__(self) -> None:
         if self.advertise_host:
@@ -141,6 +142,7 @@ class ServiceSettings:
             threads=int(threads),
             advertise_host=environ.get("ADVERTISE_HOST") or None,
             advertise_port=int(advertise_port) if advertise_port else None,
+            supervised=environ.get("MICROLAB_SUPERVISED") == "1",
             **breaker,
         )
 

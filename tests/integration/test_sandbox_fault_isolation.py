@@ -114,7 +114,7 @@ def test_restarting_one_service_does_not_interrupt_the_others(sandbox):
 
 def test_a_crashed_service_is_reported_and_can_be_started_again(sandbox):
     pid = rows_by_name(sandbox)["email"]["pid"]
-    os.killpg(pid, signal.SIGKILL)  # the gunicorn master and its worker, as in a crash
+    os.killpg(pid, signal.SIGKILL)  # its whole process group, as in a crash
     try:
         row = rows_by_name(sandbox)["email"]
         for _ in range(50):
