@@ -9,8 +9,10 @@ publishes afterwards:
   to the document's own `outbox` array in the same single-document write as the change. MongoDB
   applies one document's update atomically, so the change and its events exist together or not
   at all.
-- `OutboxRelay(bus, *outboxes)` publishes pending events with publisher confirms and removes each
-  one only after the broker confirmed it. Broker down: `relay_once()` raises `PublishError`, the
+- `OutboxRelay(bus, *outboxes)` publishes pending events with publisher confirms and removes them
+  only after the broker confirmed them (one write per document). A write with events wakes the
+  relay of the same process at once; it also looks every `interval` seconds, for what an earlier
+  process left behind. Broker down: `relay_once()` raises `PublishError`, the
   background relay waits (backing off) and tries again; the events wait in MongoDB meanwhile.
   Relay dies between the confirm and the removal: the event goes out again with the same message
   id and consumers drop the duplicate (`patterns.idempotency`). At least once, never lost.
@@ -31,7 +33,7 @@ and a counter behave the same on both servers.
 
 Knobs: `headers_provider` on `Outbox` (captured when the event is written, so a trace context
 follows the request that caused the event, not the relay), relay `interval` (seconds between
-passes when idle), `batch` (documents per pass) and `backoff` (first and longest wait while the
+passes when nothing wakes it), `batch` (documents per pass) and `backoff` (first and longest wait while the
 broker is unreachable). Run one relay per collection: two relays would publish some events twice
 (harmless to idempotent consumers, but noisy).
 """
@@ -79,15 +81,22 @@ class Outbox:
                  headers_provider: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.collection = collection
         self.headers_provider = headers_provider
+        self._listeners: list[Callable[[], None]] = []
         collection.create_index(PENDING)
+
+    def on_write(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every write that added events (how the relay is woken)."""
+        self._listeners.append(listener)
 
     def insert(self, document: Mapping[str, Any], *events: Event) -> Any:
         """Insert a new document together with its events; returns its _id."""
         if OUTBOX in document or PENDING in document:
             raise ValueError(f"{OUTBOX!r} and {PENDING!r} belong to the outbox")
         stored = self._serialize(events)
-        return self.collection.insert_one(
+        inserted = self.collection.insert_one(
             {**document, OUTBOX: stored, PENDING: len(stored)}).inserted_id
+        self._written(stored)
+        return inserted
 
     def update(self, filter: Mapping[str, Any], update: Mapping[str, Any], *events: Event) -> bool:
         """Apply `update` to one document and append the events in the same write.
@@ -102,12 +111,20 @@ class Outbox:
         push[OUTBOX] = {"$each": stored}
         increment[PENDING] = len(stored)
         result = self.collection.update_one(filter, {**update, "$push": push, "$inc": increment})
-        return result.matched_count == 1
+        if result.matched_count != 1:
+            return False
+        self._written(stored)
+        return True
 
     def pending(self) -> int:
         """How many events wait to be published."""
         return sum(len(doc.get(OUTBOX, [])) for doc in
                    self.collection.find({PENDING: {"$gt": 0}}, {OUTBOX: 1}))
+
+    def _written(self, stored: list[str]) -> None:
+        if stored:
+            for listener in self._listeners:
+                listener()
 
     def _serialize(self, events: tuple[Event, ...]) -> list[str]:
         context = dict(self.headers_provider()) if self.headers_provider else {}
@@ -120,7 +137,7 @@ class Outbox:
 class OutboxRelay:
     """Publishes what the outboxes hold: `relay_once()` by hand, or `start()` a background thread."""
 
-    def __init__(self, bus: Publisher, *outboxes: Outbox, interval: float = 0.5, batch: int = 100,
+    def __init__(self, bus: Publisher, *outboxes: Outbox, interval: float = 2.0, batch: int = 100,
                  backoff: tuple[float, float] = (0.5, 10.0), rng: random.Random | None = None) -> None:
         self.bus = bus
         self.outboxes = outboxes
@@ -130,6 +147,9 @@ class OutboxRelay:
         self.rng = rng or random.Random()
         self.published = 0  # since start, across passes: a number to watch in a chaos run
         self._stopping = threading.Event()
+        self._woken = threading.Event()
+        for outbox in outboxes:
+            outbox.on_write(self._woken.set)
         self._thread: threading.Thread | None = None
 
     def relay_once(self) -> int:
@@ -143,19 +163,25 @@ class OutboxRelay:
             for document in documents:
                 if self._stopping.is_set():
                     return sent
-                for stored in document.get(OUTBOX, []):
-                    event = json.loads(stored)
-                    # Published in the trace of the request that wrote the event.
-                    with span_from_message(event["headers"], f"relay {event['routing_key']}",
-                                           kind=SpanKind.PRODUCER):
-                        self.bus.publish(event["exchange"], event["routing_key"],
-                                         event["payload"], message_id=event["id"],
-                                         headers=event["headers"])
-                    outbox.collection.update_one(
-                        {"_id": document["_id"], OUTBOX: stored},
-                        {"$pull": {OUTBOX: stored}, "$inc": {PENDING: -1}})
-                    sent += 1
-                    self.published += 1
+                confirmed: list[str] = []
+                try:
+                    for stored in document.get(OUTBOX, []):
+                        event = json.loads(stored)
+                        # Published in the trace of the request that wrote the event.
+                        with span_from_message(event["headers"], f"relay {event['routing_key']}",
+                                               kind=SpanKind.PRODUCER):
+                            self.bus.publish(event["exchange"], event["routing_key"],
+                                             event["payload"], message_id=event["id"],
+                                             headers=event["headers"])
+                        confirmed.append(stored)
+                finally:  # what the broker confirmed leaves the outbox, even if a later one failed
+                    if confirmed:
+                        outbox.collection.update_one(
+                            {"_id": document["_id"], OUTBOX: {"$all": confirmed}},
+                            {"$pull": {OUTBOX: {"$in": confirmed}},
+                             "$inc": {PENDING: -len(confirmed)}})
+                        sent += len(confirmed)
+                        self.published += len(confirmed)
         return sent
 
     def start(self) -> OutboxRelay:
@@ -166,6 +192,7 @@ class OutboxRelay:
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the document being relayed, then stop."""
         self._stopping.set()
+        self._woken.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -179,6 +206,7 @@ class OutboxRelay:
         failures = 0
         try:
             while not self._stopping.is_set():
+                self._woken.clear()  # before the pass: a write during it wakes the next one
                 try:
                     sent = self.relay_once()
                 except (PublishError, PyMongoError) as error:
@@ -190,6 +218,6 @@ class OutboxRelay:
                     continue
                 failures = 0
                 if not sent:
-                    self._stopping.wait(self.interval)
+                    self._woken.wait(self.interval)
         finally:
             self.bus.close()  # the connection the bus opened for this thread

@@ -8,9 +8,9 @@ halfway someone must finish the job after the restart.
 Orchestration — `SagaOrchestrator` runs a `Saga`'s steps in order:
 
 - a `Step` is an action and, optionally, the compensation that undoes it;
-- the saga log (`MongoSagaLog`, one document per saga) is written after every step: each step is
-  pending, done, failed, uncertain or compensated, and the saga running, completed, compensating or
-  compensated;
+- the saga log (`MongoSagaLog`, one document per saga) is written before the first step and after
+  every step: each step is pending, done, failed, uncertain or compensated, and the saga running,
+  completed, compensating or compensated (the last step's write also marks it completed);
 - when an action raises, its step is marked failed and the steps done so far are compensated in
   reverse order;
 - every action gets a stable idempotency key, `<saga id>:<step>` (compensations
@@ -225,9 +225,12 @@ class SagaOrchestrator:
                 return
             record.data.update(outputs or {})
             record.steps[step.name] = DONE
+            if all(record.steps[each.name] == DONE for each in steps):
+                record.status = COMPLETED  # the last step's write closes the saga too
             self.saga_log.save(record)
-        record.status = COMPLETED
-        self.saga_log.save(record)
+        if record.status == RUNNING:  # every step was done already (a log from before)
+            record.status = COMPLETED
+            self.saga_log.save(record)
 
     def _compensate(self, record: SagaRecord, steps: Sequence[Step]) -> None:
         for step in reversed(steps):
