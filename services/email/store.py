@@ -13,6 +13,7 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from patterns.paging import read_page
 from services.email.domain import Email
 
 
@@ -40,10 +41,10 @@ class Mailbox:
     def page(self, to: str | None, *, page: int, limit: int) -> tuple[list[Email], int]:
         """One page of emails, newest first, all or those sent to `to`; and the total."""
         query = {"to": to} if to is not None else {}
-        cursor = (self.collection.find(query)
-                  .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-                  .skip((page - 1) * limit).limit(limit))
-        return [_email(document) for document in cursor], self.collection.count_documents(query)
+        found = read_page(self.collection, query,
+                          sort=[("created_at", DESCENDING), ("_id", DESCENDING)],
+                          skip=(page - 1) * limit, limit=limit)
+        return [_email(document) for document in found.items], found.total
 
 
 def _document(email: Email) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from patterns.api import NotFound
+from patterns.paging import read_page
 from services.notifications.domain import Draft
 
 Clock = Callable[[], datetime]
@@ -81,11 +82,11 @@ class NotificationStore:
         query: dict[str, Any] = {"recipient": {"$in": rooms}}
         if unread_only:
             query["read"] = False
-        cursor = (self.collection.find(query)
-                  .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-                  .skip((page - 1) * limit).limit(limit))
-        return {"items": [public(document) for document in cursor], "page": page,
-                "limit": limit, "total": self.collection.count_documents(query)}
+        found = read_page(self.collection, query,
+                          sort=[("created_at", DESCENDING), ("_id", DESCENDING)],
+                          skip=(page - 1) * limit, limit=limit)
+        return {"items": [public(document) for document in found.items], "page": page,
+                "limit": limit, "total": found.total}
 
     def mark_read(self, notification_id: str, rooms: list[str]) -> dict[str, Any]:
         """Mark one of the reader's notifications read (again: no change). 404 if not theirs."""

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from patterns.outbox import Outbox
 from patterns.clock import utc_now_ms as now
 from patterns.clock import iso_utc as iso
+from patterns.paging import read_page
 from services.orders import domain, events
 from services.orders.domain import CANCELLED, CONFIRMED
 
@@ -89,10 +90,9 @@ class OrderStore:
     def page(self, user_id: str | None, page: int, limit: int
              ) -> tuple[list[dict[str, Any]], int]:
         criteria = {"user_id": user_id} if user_id else {}
-        total = self.orders.count_documents(criteria)
-        found = (self.orders.find(criteria).sort("created_at", DESCENDING)
-                 .skip((page - 1) * limit).limit(limit))
-        return [public(order) for order in found], total
+        found = read_page(self.orders, criteria, sort=[("created_at", DESCENDING)],
+                          skip=(page - 1) * limit, limit=limit)
+        return [public(order) for order in found.items], found.total
 
     def _record_history(self, order_id: str, source: str | None, target: str,
                         reason: str | None, at: datetime) -> None:

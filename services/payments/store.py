@@ -20,6 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from patterns.api import NotFound
 from patterns.outbox import Outbox
 from patterns.clock import iso_utc as iso
+from patterns.paging import read_page
 from services.payments import events
 from services.payments.domain import CAPTURED, REFUNDED, IdempotencyKeyReused, Provider
 
@@ -79,10 +80,9 @@ class PaymentStore:
 
     def search(self, criteria: Mapping[str, Any], page: int, limit: int
                ) -> tuple[list[dict[str, Any]], int]:
-        total = self.payments.count_documents(dict(criteria))
-        found = (self.payments.find(dict(criteria)).sort("created_at", DESCENDING)
-                 .skip((page - 1) * limit).limit(limit))
-        return [public(payment) for payment in found], total
+        found = read_page(self.payments, criteria, sort=[("created_at", DESCENDING)],
+                          skip=(page - 1) * limit, limit=limit)
+        return [public(payment) for payment in found.items], found.total
 
 
 class ProviderStore:

@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from patterns.outbox import Event, Outbox
 from patterns.clock import stored_time as _moment
+from patterns.paging import read_page
 from services.products.domain import CatalogueQuery, Product
 
 FIELDS = ("name", "description", "category", "price_cents", "active", "created_at",
@@ -46,11 +47,9 @@ class ProductStore:
 
     def search(self, query: CatalogueQuery) -> tuple[list[Product], int]:
         """One page of matching products, newest first, and how many match in all."""
-        selector = _selector(query)
-        found = (self.collection.find(selector, _PROJECTION).sort(_NEWEST_FIRST)
-                 .skip(query.skip).limit(query.limit))
-        return [_product(document) for document in found], self.collection.count_documents(
-            selector)
+        found = read_page(self.collection, _selector(query), sort=_NEWEST_FIRST,
+                          skip=query.skip, limit=query.limit, projection=_PROJECTION)
+        return [_product(document) for document in found.items], found.total
 
     def save_changes(self, product: Product, changes: dict[str, Any], *events: Event) -> None:
         self.outbox.update({"_id": product.id},
