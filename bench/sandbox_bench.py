@@ -1,6 +1,18 @@
 """Benchmark of a whole sandbox, as `microlab up` runs it, on loopback, in about 2 minutes.
 
-    python -m bench.sandbox_bench [--out reports/bench-sandbox.md] [--seconds 10]
+    python -m bench.sandbox_bench [--out reports/bench-sandbox.md] [--seconds 10] [--quick]
+
+The headline is the CPU time a confirmed order costs, summed over the sandbox's processes.
+Wall-clock rates (orders/s, latency) move with whatever else runs on a laptop or a shared CI
+machine; the CPU seconds a process spends on an order hardly do. The report opens with the
+targets, each met (✓) or not (✗), and the change against the previous run, read from the JSON
+of raw numbers the benchmark writes beside its report (reports/bench-sandbox.json):
+
+    CPU per confirmed order, 8 clients   ≤ 20 ms     cold start (wall, median)   ≤ 3 s
+    confirmed orders/s, 8 clients        ≥ 80        PSS of the sandbox, idle    ≤ 450 MiB
+    p99 of an order, 8 clients           ≤ 250 ms    idle CPU                    ≤ 2 % of a core
+
+(450 MiB is the "450 MB" `microlab status` would print: it counts MB of 2**20 bytes.)
 
 What it measures, and why (a learner's laptop runs all of it at once, so these are the numbers
 that say whether the sandbox is pleasant to use and what each pattern costs):
@@ -11,7 +23,9 @@ that say whether the sandbox is pleasant to use and what each pattern costs):
    the wall time seen by the caller (interpreter start and imports included; polled every
    0.1 s). Then memory: the sum of PSS over every process of the sandbox (the supervisor's
    `total_pss_bytes`: shared pages are split between the processes that share them, so the sum
-   is what the sandbox really takes), per service, idle and after the workload below.
+   is what the sandbox really takes), per service, idle and after the workload below. Then
+   idle CPU: the CPU every process uses in 10 s (--idle-seconds) without a request, just after
+   start, as % of one core (polling loops and timers show up here).
 2. Hop overhead on the same small GET of one product: on products directly
    (`/api/v1/products/<id>`), through the chaos proxy of the `gateway->products` edge, and
    through the gateway (`/api/products/<id>`, which itself reaches products through that same
@@ -22,6 +36,12 @@ that say whether the sandbox is pleasant to use and what each pattern costs):
    the whole saga: products, inventory reservation, payment, confirmation) by 1, 4 and 8
    concurrent clients, each level for --seconds; orders/s, p50/p99 and every non-201 answer.
    Stock is topped up by an admin adjust before each level so the run never sells out.
+   Around each level, the user + system CPU time of every process of the sandbox (psutil),
+   divided by the confirmed orders (201): a service counts with all its descendants (a
+   gunicorn master and its worker, exited ones too, through their parent's children times),
+   the supervisor only itself, since its children are the other rows. RabbitMQ (and Redis,
+   when REDIS_URL points to one) runs outside the sandbox and is not counted, nor is this
+   client.
 
 The gateway's default rate limit (100 requests burst, 50/s per user) would turn most of 2 and
 3 into 429s, so the sandbox under measurement runs with RATE_LIMIT_CAPACITY and
@@ -29,12 +49,17 @@ RATE_LIMIT_REFILL_PER_SECOND raised: the limiter still runs on every request (it
 measured), it just never says no. Everything else is `microlab up` as a learner runs it.
 Needs a RabbitMQ at AMQP_URL (the default of `microlab up`); each sandbox gets a namespace of
 its own, deleted from the broker after it stops.
+
+--quick is for iterating, not for the record: one start, 3 s idle, 200 GETs per hop path, only
+the 8 clients level for 3 s; it writes reports/bench-sandbox-quick.md (and .json) unless --out
+says otherwise, so a quick run is compared with the previous quick run.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import math
 import multiprocessing
 import os
@@ -45,9 +70,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import requests
 
 from microlab.launcher import SandboxProcess
@@ -57,6 +84,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}  # dev-mode defaults
 BENCH_ENV = {"RATE_LIMIT_CAPACITY": "1000000", "RATE_LIMIT_REFILL_PER_SECOND": "1000000"}
 CONCURRENCY = (1, 4, 8)
+HEADLINE_CLIENTS = 8  # the level the targets and the per-process CPU table are read at
 BLOCK = 50  # requests per block when alternating between paths
 PRODUCTS_USED = 8  # orders spread over this many products (1 unit each)
 MAX_ORDERS_PER_CLIENT_S = 100  # generous bound on the order rate, to size the restock
@@ -108,6 +136,55 @@ def memory(sandbox: SandboxProcess) -> dict:
     return {"total": status["total_pss_bytes"],
             "rows": {row["service"]: row["pss_bytes"] for row in status["services"]},
             "unhealthy": [row["service"] for row in status["services"] if row["health"] != "ok"]}
+
+
+def sandbox_pids(status: dict) -> dict[str, int]:
+    """The pid of every running process of the sandbox, by name, from the status rows."""
+    return {row["service"]: row["pid"] for row in status["services"] if row["pid"]}
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process of the sandbox has used since it started.
+
+    A service counts with all its descendants, and with the descendants that already exited:
+    the kernel adds their time to the parent that waited for them (psutil's children_user and
+    children_system). The supervisor counts only itself: its children are the other rows. A
+    process that is gone (crashed, restarted under another pid) is left out.
+    """
+    used = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            members = [root] if name == "supervisor" else [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        total = 0.0
+        for member in members:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+            if name != "supervisor":
+                total += times.children_user + times.children_system
+        used[name] = total
+    return used
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two readings of cpu_seconds()."""
+    return {name: after[name] - before[name] for name in before if name in after}
+
+
+def measure_idle_cpu(pids: dict[str, int], seconds: float) -> dict:
+    """CPU the sandbox uses while nobody calls it, as % of one core."""
+    before = cpu_seconds(pids)
+    began = time.monotonic()
+    time.sleep(seconds)
+    used = cpu_used(before, cpu_seconds(pids))
+    elapsed = time.monotonic() - began
+    return {"seconds": elapsed, "cpu_s": used, "percent": 100 * sum(used.values()) / elapsed,
+            "missing": sorted(set(pids) - set(used))}
 
 
 # 2. Hop overhead
@@ -236,9 +313,12 @@ def order_client(gateway: str, token: str, product_ids: list[str], offset: int,
 
 
 def measure_orders(shop: Shop, product_ids: list[str], clients: int,
-                   seconds: float) -> dict:
+                   seconds: float, pids: dict[str, int] | None = None) -> dict:
+    """One level of `clients` ordering for `seconds`; with `pids`, the CPU each process of the
+    sandbox used meanwhile (the restock before it is left out)."""
     per_product = math.ceil(clients * seconds * MAX_ORDERS_PER_CLIENT_S / len(product_ids))
     shop.restock(product_ids, per_product)
+    cpu_before = cpu_seconds(pids or {})
     began = time.monotonic()
     deadline = began + seconds
     with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
@@ -247,6 +327,7 @@ def measure_orders(shop: Shop, product_ids: list[str], clients: int,
                    for n in range(clients)]
         outcomes = [future.result() for future in futures]
     elapsed = time.monotonic() - began
+    cpu = cpu_used(cpu_before, cpu_seconds(pids or {}))
     latencies = [value for samples, _ in outcomes for value in samples]
     failures: Counter[str] = sum((f for _, f in outcomes), Counter())
     answered = len(latencies)
@@ -254,10 +335,91 @@ def measure_orders(shop: Shop, product_ids: list[str], clients: int,
     return {"clients": clients, "seconds": elapsed, "requests": answered, "created": created,
             "orders_s": created / elapsed, "p50": statistics.median(latencies),
             "p99": percentile(latencies, 0.99), "failures": dict(failures),
-            "non_201": sum(failures.values())}
+            "non_201": sum(failures.values()), "cpu_s": cpu,
+            "cpu_ms_per_order": 1000 * sum(cpu.values()) / max(created, 1),
+            "cpu_missing": sorted(set(pids or {}) - set(cpu))}
 
 
 # Report
+
+
+@dataclass(frozen=True)
+class Target:
+    figure: str  # a key of figures()
+    label: str
+    unit: str
+    limit: float
+    at_most: bool  # the figure must stay at or below the limit (else at or above it)
+    digits: int  # decimals shown
+
+    def met(self, value: float) -> bool:
+        return value <= self.limit if self.at_most else value >= self.limit
+
+    def describe(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.limit:g} {self.unit}"
+
+
+TARGETS = (
+    Target("cpu_ms_per_order", "**CPU per confirmed order**, summed over the sandbox's "
+           f"processes, {HEADLINE_CLIENTS} clients", "ms", 20, True, 1),
+    Target("orders_s", f"confirmed orders/s, {HEADLINE_CLIENTS} clients", "orders/s", 80, False,
+           1),
+    Target("p99_ms", f"p99 of an order, {HEADLINE_CLIENTS} clients", "ms", 250, True, 0),
+    Target("pss_idle_mib", "PSS of the whole sandbox, idle after start", "MiB", 450, True, 0),
+    Target("cold_start_s", "cold start, `microlab up` to ready (wall, median)", "s", 3, True, 2),
+    Target("idle_cpu_percent", "idle CPU just after start, sum of the processes", "% of a core",
+           2, True, 1),
+)
+
+
+def headline_level(results: dict) -> dict:
+    return next(r for r in results["orders"] if r["clients"] == HEADLINE_CLIENTS)
+
+
+def figures(results: dict) -> dict[str, float]:
+    """The figures the targets are about, in the units the report shows."""
+    level = headline_level(results)
+    return {"cpu_ms_per_order": level["cpu_ms_per_order"], "orders_s": level["orders_s"],
+            "p99_ms": level["p99"] * 1000,
+            "pss_idle_mib": results["memory_idle"]["total"] / 2**20,
+            "cold_start_s": statistics.median(start["wall_s"] for start in results["starts"]),
+            "idle_cpu_percent": results["idle_cpu"]["percent"]}
+
+
+def per_process(results: dict) -> dict[str, dict[str, float]]:
+    """CPU ms per confirmed order and idle PSS in MiB, process by process."""
+    level = headline_level(results)
+    return {"cpu_ms_per_order": {name: 1000 * seconds / max(level["created"], 1)
+                                 for name, seconds in level["cpu_s"].items()},
+            "pss_idle_mib": {name: size / 2**20
+                             for name, size in results["memory_idle"]["rows"].items()}}
+
+
+def change(before: float | None, now: float, unit: str, digits: int) -> str:
+    """The previous run's figure against this run's: '82.0 → 21.3 ms (−74 %)'."""
+    if before is None:
+        return "-"
+    text = f"{before:.{digits}f} → {now:.{digits}f} {unit}"
+    if before == 0:
+        return text
+    percent = round(100 * (now - before) / before)
+    sign = "±" if percent == 0 else "+" if percent > 0 else "−"
+    return f"{text} ({sign}{abs(percent)} %)"
+
+
+def raw_numbers(results: dict, machine: dict) -> dict:
+    """What the JSON beside the report keeps, for the next run to compare itself with."""
+    return {"date": machine["date"], "machine": machine, "figures": figures(results),
+            "per_process": per_process(results), "results": results}
+
+
+def read_previous(path: Path) -> dict:
+    """The raw numbers a previous run left at `path`; empty when there are none to read."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
 
 
 def plot(results: dict, path: Path) -> str | None:
@@ -285,7 +447,65 @@ def plot(results: dict, path: Path) -> str | None:
     return path.name
 
 
-def render(results: dict, args: argparse.Namespace, machine: dict, image: str | None) -> str:
+def render_headline(results: dict, previous: dict, source: str) -> list[str]:
+    """The targets, met or not, then the CPU of an order process by process, each with the
+    change against the previous run (`previous`, read from `source`)."""
+    now, before = figures(results), previous.get("figures", {})
+    lines = [
+        "## Targets",
+        "",
+        "| figure | this run | target | met | change against the previous run |",
+        "|---|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        value = now[target.figure]
+        lines.append(
+            f"| {target.label} | {value:.{target.digits}f} {target.unit} | {target.describe()} "
+            f"| {'✓' if target.met(value) else '✗'} "
+            f"| {change(before.get(target.figure), value, target.unit, target.digits)} |")
+    lines += ["", f"Previous run: {previous['date']}, numbers from `{source}`."
+              if "date" in previous else f"No previous run's numbers at `{source}`: the change "
+              "column fills in from the next run on."]
+
+    level, idle = headline_level(results), results["idle_cpu"]
+    cpu = per_process(results)["cpu_ms_per_order"]
+    cpu_before = previous.get("per_process", {}).get("cpu_ms_per_order", {})
+    total = sum(cpu.values()) or 1.0
+    lines += [
+        "",
+        f"## CPU per confirmed order, process by process ({HEADLINE_CLIENTS} clients: "
+        f"{level['created']} orders confirmed in {level['seconds']:.1f} s)",
+        "",
+        "| process | CPU ms per order | share | change against the previous run "
+        f"| idle CPU, % of a core ({idle['seconds']:.0f} s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in sorted(cpu, key=cpu.__getitem__, reverse=True):
+        idle_share = (f"{100 * idle['cpu_s'][name] / idle['seconds']:.1f}"
+                      if name in idle["cpu_s"] else "-")
+        lines.append(f"| {name} | {cpu[name]:.2f} | {100 * cpu[name] / total:.0f} % "
+                     f"| {change(cpu_before.get(name), cpu[name], 'ms', 2)} | {idle_share} |")
+    lines += [
+        f"| **total** | **{level['cpu_ms_per_order']:.2f}** | 100 % "
+        f"| {change(before.get('cpu_ms_per_order'), level['cpu_ms_per_order'], 'ms', 2)} "
+        f"| {idle['percent']:.1f} |",
+        "",
+        "User + system CPU time of every process of the sandbox (psutil), read just before and "
+        "just after the level and divided by the orders confirmed (201): a service with its "
+        "gunicorn worker and any other descendant, the supervisor alone (its children are the "
+        "other rows). RabbitMQ (and Redis, when REDIS_URL points to one) runs outside the "
+        "sandbox and is not counted, nor is this benchmark's client. CPU seconds are the "
+        "headline because they hold on a noisy machine: a program competing for the cores "
+        "makes an order wait longer, it hardly makes it cost more CPU.",
+    ]
+    missing = sorted(set(level["cpu_missing"]) | set(idle["missing"]))
+    if missing:
+        lines += ["", f"Not measured (the process was gone at a reading): {', '.join(missing)}."]
+    return lines + [""]
+
+
+def render(results: dict, args: argparse.Namespace, machine: dict, image: str | None,
+           previous: dict) -> str:
     def ms(seconds: float) -> str:
         return f"{seconds * 1000:.2f}"
 
@@ -296,17 +516,21 @@ def render(results: dict, args: argparse.Namespace, machine: dict, image: str | 
     supervisor = [s["startup_s"] for s in starts]
     wall = [s["wall_s"] for s in starts]
     idle, loaded = results["memory_idle"], results["memory_loaded"]
+    numbers = args.out.with_suffix(".json").resolve()
     lines = [
         "# Sandbox benchmark",
         "",
         f"Run {machine['date']} on {platform.node()}: {machine['cpus']} CPUs "
         f"({machine['model']}), Python {machine['python']}, load average "
         f"{machine['load_before']:.2f} before and {machine['load_after']:.2f} after; loopback "
-        f"only, `python -m bench.sandbox_bench --seconds {args.seconds:g}`, "
-        f"{results['total_s']:.0f} s in all. The client is this process; every service, the "
-        "chaos proxy and the embedded MongoDB are processes of the sandbox on the same machine, "
-        "so the client's own CPU competes with them.",
+        f"only, `python -m bench.sandbox_bench{' --quick' if args.quick else ''} --seconds "
+        f"{args.seconds:g} --idle-seconds {args.idle_seconds:g} --rounds {args.rounds} "
+        f"--starts {args.starts}`, {results['total_s']:.0f} s in all. The client is this "
+        "process; every service, the chaos proxy and the embedded MongoDB are processes of the "
+        "sandbox on the same machine, so the client's own CPU competes with them.",
         "",
+        *render_headline(results, previous, str(
+            numbers.relative_to(ROOT) if numbers.is_relative_to(ROOT) else numbers)),
         f"## 1. Cold start ({len(starts)} starts, fresh run directory each) and memory",
         "",
         "| | median s | runs s |",
@@ -323,12 +547,16 @@ def render(results: dict, args: argparse.Namespace, machine: dict, image: str | 
         f"{mib(loaded['total'])} MiB after the hop and order workloads. PSS splits shared pages "
         "between the processes sharing them, so the column adds up to the total.",
         "",
-        "| process | PSS MiB idle | PSS MiB after load |",
-        "|---|---|---|",
+        "| process | PSS MiB idle | PSS MiB after load | idle: change against the previous run |",
+        "|---|---|---|---|",
     ]
+    pss_before = previous.get("per_process", {}).get("pss_idle_mib", {})
+    total_before = previous.get("figures", {}).get("pss_idle_mib")
     for name, size in idle["rows"].items():
-        lines.append(f"| {name} | {mib(size)} | {mib(loaded['rows'].get(name, 0))} |")
-    lines.append(f"| **total** | **{mib(idle['total'])}** | **{mib(loaded['total'])}** |")
+        lines.append(f"| {name} | {mib(size)} | {mib(loaded['rows'].get(name, 0))} "
+                     f"| {change(pss_before.get(name), size / 2**20, 'MiB', 1)} |")
+    lines.append(f"| **total** | **{mib(idle['total'])}** | **{mib(loaded['total'])}** "
+                 f"| {change(total_before, idle['total'] / 2**20, 'MiB', 1)} |")
     unhealthy = sorted(set(idle["unhealthy"]) | set(loaded["unhealthy"]))
     if unhealthy:
         lines += ["", f"Not healthy at a memory reading: {', '.join(unhealthy)}."]
@@ -373,15 +601,15 @@ def render(results: dict, args: argparse.Namespace, machine: dict, image: str | 
         "item, saga orchestrated)",
         "",
         "| clients | seconds | answered | created (201) | orders/s | p50 ms | p99 ms "
-        "| non-201 | non-201 by answer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| CPU ms per order | non-201 | non-201 by answer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["orders"]:
         detail = ", ".join(f"{key}: {count}" for key, count in sorted(r["failures"].items()))
         lines.append(
             f"| {r['clients']} | {r['seconds']:.1f} | {r['requests']} | {r['created']} "
-            f"| {r['orders_s']:.1f} | {ms(r['p50'])} | {ms(r['p99'])} | {r['non_201']} "
-            f"| {detail or '-'} |")
+            f"| {r['orders_s']:.1f} | {ms(r['p50'])} | {ms(r['p99'])} "
+            f"| {r['cpu_ms_per_order']:.2f} | {r['non_201']} | {detail or '-'} |")
     lines += [
         "",
         f"Orders spread over {results['products_used']} products, one unit each, by one "
@@ -404,12 +632,26 @@ def render(results: dict, args: argparse.Namespace, machine: dict, image: str | 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench-sandbox.md")
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="seconds of each orders level (hop series: at most twice that)")
-    parser.add_argument("--rounds", type=int, default=1000, help="requests per hop path")
-    parser.add_argument("--starts", type=int, default=3, help="cold starts to time")
+    parser.add_argument("--out", type=Path, help="default reports/bench-sandbox.md "
+                        "(--quick: reports/bench-sandbox-quick.md); raw numbers beside it, .json")
+    parser.add_argument("--seconds", type=float, help="seconds of each orders level (hop "
+                        "series: at most twice that); default 10, --quick 3")
+    parser.add_argument("--idle-seconds", type=float,
+                        help="seconds of idle CPU after start; default 10, --quick 3")
+    parser.add_argument("--rounds", type=int,
+                        help="requests per hop path; default 1000, --quick 200")
+    parser.add_argument("--starts", type=int, help="cold starts to time; default 3, --quick 1")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"for iterating: the defaults above, {HEADLINE_CLIENTS} clients only")
     args = parser.parse_args(argv)
+    defaults = ({"seconds": 3.0, "idle_seconds": 3.0, "rounds": 200, "starts": 1} if args.quick
+                else {"seconds": 10.0, "idle_seconds": 10.0, "rounds": 1000, "starts": 3})
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.out = args.out or ROOT / "reports" / (
+        "bench-sandbox-quick.md" if args.quick else "bench-sandbox.md")
+    levels = (HEADLINE_CLIENTS,) if args.quick else CONCURRENCY
 
     began = time.monotonic()
     machine = {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
@@ -432,6 +674,10 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1.0)  # let the last start settle (seeding events) before reading PSS
             results["memory_idle"] = memory(sandbox)
             progress(f"memory: {results['memory_idle']['total'] / 2**20:.0f} MiB PSS idle")
+            pids = sandbox_pids(sandbox.status())
+            results["idle_cpu"] = measure_idle_cpu(pids, args.idle_seconds)
+            progress(f"idle CPU: {results['idle_cpu']['percent']:.1f} % of a core "
+                     f"over {args.idle_seconds:g} s")
 
             urls = sandbox.urls
             proxy_port = sandbox.state["plan"]["proxy_ports"]["gateway->products"]
@@ -453,12 +699,13 @@ def main(argv: list[str] | None = None) -> None:
                 shop.call("POST", "/api/orders", token=shop.user, expect=201,
                           json={"items": [{"product_id": product_ids[0], "quantity": 1}]})
             results["orders"] = []
-            for clients in CONCURRENCY:
+            for clients in levels:
                 progress(f"orders: {clients} client(s) for {args.seconds:g} s")
-                level = measure_orders(shop, product_ids, clients, args.seconds)
+                level = measure_orders(shop, product_ids, clients, args.seconds, pids)
                 results["orders"].append(level)
                 progress(f"orders: {clients} client(s): {level['orders_s']:.1f} orders/s, "
-                         f"p50 {level['p50'] * 1000:.0f} ms, {level['non_201']} non-201")
+                         f"p50 {level['p50'] * 1000:.0f} ms, {level['non_201']} non-201, "
+                         f"{level['cpu_ms_per_order']:.1f} ms CPU per order")
             results["memory_loaded"] = memory(sandbox)
         finally:
             if sandbox is not None:
@@ -468,11 +715,14 @@ def main(argv: list[str] | None = None) -> None:
     results["total_s"] = time.monotonic() - began
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    numbers = args.out.with_suffix(".json")
+    previous = read_previous(numbers)
     image = plot(results, args.out.with_suffix(".png"))
-    report = render(results, args, machine, image)
+    report = render(results, args, machine, image, previous)
     args.out.write_text(report)
+    numbers.write_text(json.dumps(raw_numbers(results, machine), indent=2))
     print(report)
-    print(f"written to {args.out}")
+    print(f"written to {args.out} (raw numbers: {numbers})")
 
 
 if __name__ == "__main__":
