@@ -19,10 +19,15 @@ Each invariant is a pure function over those plain dicts, returning the `Violati
    and its `reservation_id` a committed reservation of that order.
    charges-match-orders: a captured payment belongs to a confirmed order, a refunded one to a
    cancelled order (failed payments moved no money and are ignored).
+   cancelled-orders-restocked: a cancelled order that had been confirmed (it names a reservation:
+   only confirming sets it) gave its stock back: that reservation of that order is `returned`.
 2. stock-not-negative: available, reserved and sold are >= 0 on every stock record.
    reserved-matches-reservations: per product, `reserved` = the units of the reservations that
    are `reserved`, plus those of `pending` ones listed in the record's `holds` (a reservation
    takes its lines one by one while pending).
+   sold-matches-reservations: per product, `sold` = the units of the `committed` reservations. A
+   returned reservation's units left `sold`, and the only way out of `sold` leads to
+   `available`: what was returned is back on sale.
    reservations-for-open-orders: a reservation still holding stock belongs to a pending order
    (one whose saga is still running): otherwise its units are locked for nobody.
 3. money-balances: per order, captured − refunded = its total if confirmed, else 0 (in cents);
@@ -54,8 +59,8 @@ Document = Mapping[str, Any]
 # Statuses as the services store them (services/*/domain.py).
 ORDER_PENDING, ORDER_CONFIRMED, ORDER_CANCELLED = "pending", "confirmed", "cancelled"
 PAYMENT_CAPTURED, PAYMENT_REFUNDED = "captured", "refunded"
-RESERVATION_PENDING, RESERVATION_RESERVED, RESERVATION_COMMITTED = (
-    "pending", "reserved", "committed")
+RESERVATION_PENDING, RESERVATION_RESERVED, RESERVATION_COMMITTED, RESERVATION_RETURNED = (
+    "pending", "reserved", "committed", "returned")
 STOCK_COUNTERS = ("available", "reserved", "sold")
 
 # What the services publish to and consume from (docs/services.md, services/*/events.py).
@@ -66,8 +71,10 @@ PARKING_SUFFIXES = (".dead", ".unrouted")
 
 PAID_AND_STOCKED = "orders-paid-and-stocked"
 CHARGES_MATCH_ORDERS = "charges-match-orders"
+CANCELLED_RESTOCKED = "cancelled-orders-restocked"
 STOCK_NOT_NEGATIVE = "stock-not-negative"
 RESERVED_MATCHES = "reserved-matches-reservations"
+SOLD_MATCHES = "sold-matches-reservations"
 RESERVATIONS_FOR_OPEN_ORDERS = "reservations-for-open-orders"
 MONEY_BALANCES = "money-balances"
 NO_PARKED_EVENTS = "no-parked-events"
@@ -147,6 +154,23 @@ def charges_match_orders(orders: Sequence[Document],
     return found
 
 
+def cancelled_orders_are_restocked(orders: Sequence[Document],
+                                   reservations: Sequence[Document]) -> list[Violation]:
+    reservations_by_id = _by_id(reservations)
+    found = []
+    for order in orders:
+        if order["status"] != ORDER_CANCELLED or order.get("reservation_id") is None:
+            continue  # cancelled by its own saga before it was confirmed: released, not sold
+        linked = reservations_by_id.get(order["reservation_id"])
+        if (linked is None or linked["order_id"] != order["_id"]
+                or linked["status"] != RESERVATION_RETURNED):
+            found.append(Violation(CANCELLED_RESTOCKED, (order["_id"],),
+                                   f"cancelled after it was confirmed, but its "
+                                   f"{_describe(linked, 'reservation', order['_id'])} "
+                                   f"(should be {RESERVATION_RETURNED})"))
+    return found
+
+
 # -- 2. stock -----------------------------------------------------------------------------------
 
 def stock_is_never_negative(stock: Sequence[Document]) -> list[Violation]:
@@ -180,6 +204,23 @@ def reserved_stock_matches_reservations(stock: Sequence[Document],
     unknown = sorted(held.keys() - {record["_id"] for record in stock})
     found += [Violation(RESERVED_MATCHES, (product_id,),
                         f"open reservations hold {held[product_id]} units, but it has no "
+                        f"stock record") for product_id in unknown]
+    return found
+
+
+def sold_stock_matches_reservations(stock: Sequence[Document],
+                                    reservations: Sequence[Document]) -> list[Violation]:
+    sold: Counter[str] = Counter()
+    for reservation in reservations:
+        if reservation["status"] == RESERVATION_COMMITTED:
+            for line in reservation["items"]:
+                sold[line["product_id"]] += line["quantity"]
+    found = [Violation(SOLD_MATCHES, (record["_id"],),
+                       f"sold {record['sold']}, committed reservations took {sold[record['_id']]}")
+             for record in stock if record["sold"] != sold[record["_id"]]]
+    unknown = sorted(sold.keys() - {record["_id"] for record in stock})
+    found += [Violation(SOLD_MATCHES, (product_id,),
+                        f"committed reservations took {sold[product_id]} units, but it has no "
                         f"stock record") for product_id in unknown]
     return found
 
@@ -252,10 +293,15 @@ INVARIANTS: tuple[Invariant, ...] = (
     Invariant(CHARGES_MATCH_ORDERS, "captured payments belong to confirmed orders, refunded "
                                     "ones to cancelled orders",
               lambda s: charges_match_orders(s.orders, s.payments)),
+    Invariant(CANCELLED_RESTOCKED, "cancelled orders that were confirmed have their stock "
+                                   "returned",
+              lambda s: cancelled_orders_are_restocked(s.orders, s.reservations)),
     Invariant(STOCK_NOT_NEGATIVE, "available, reserved and sold are never negative",
               lambda s: stock_is_never_negative(s.stock)),
     Invariant(RESERVED_MATCHES, "reserved stock equals what open reservations hold",
               lambda s: reserved_stock_matches_reservations(s.stock, s.reservations)),
+    Invariant(SOLD_MATCHES, "sold stock equals what committed reservations took",
+              lambda s: sold_stock_matches_reservations(s.stock, s.reservations)),
     Invariant(RESERVATIONS_FOR_OPEN_ORDERS, "open reservations belong to pending orders",
               lambda s: reservations_belong_to_open_orders(s.reservations, s.orders)),
     Invariant(MONEY_BALANCES, "captured − refunded = total of confirmed orders",

@@ -10,6 +10,8 @@
     GET  /api/v1/inventory/reservations/<id>        (admin) → reservation
     POST /api/v1/inventory/reservations/<id>/release  (admin) → reservation (released)
     POST /api/v1/inventory/reservations/<id>/commit   (admin) → reservation (committed)
+    POST /api/v1/inventory/reservations/<id>/return   (admin) + Idempotency-Key → reservation
+                                                      (returned: its sold units back on sale)
 
 Reservations are for the orders service, which calls with a service token carrying the admin
 role: a customer holding stock directly (through the gateway) could lock up the shop.
@@ -17,7 +19,10 @@ role: a customer holding stock directly (through the gateway) could lock up the 
 A reservation takes all its lines or none. The Idempotency-Key is required: a repeat with the
 same key gets the first answer (201 or 409, same body) without touching stock again; the same
 key with a different body is a 409. Release and commit need no key: they are idempotent by
-nature (the second call finds the reservation already in that state).
+nature (the second call finds the reservation already in that state). Return (the order was
+cancelled after it was confirmed) takes a key, as a refund does: a repeat with the key gets the
+same answer; returning a reservation that is not committed, or was returned by another request,
+is a 409, so sold units come back once.
 
 Two ways to reserve, for the two saga styles of the lesson: the orders saga calls the HTTP API
 (orchestration), or inventory reacts to `order.created` events marked `"flow": "events"`
@@ -149,6 +154,17 @@ def create_app(settings: ServiceSettings, *, now: Callable[[], datetime] = utc_n
     def commit_reservation(reservation_id: str, user: Claims) -> dict:
         return reservations.commit(reservation_id).public_view()
 
+    @api.post("/api/v1/inventory/reservations/<reservation_id>/return", auth="admin",
+              errors=(409,), summary="Put a committed reservation's sold stock back on sale "
+                                     "(once per Idempotency-Key)", response=RESERVATION)
+    def return_reservation(reservation_id: str, user: Claims) -> dict:
+        returned = reservations.return_sold(reservation_id, key=idempotency_key())
+        return returned.public_view()
+
+    declare_header(api, "/api/v1/inventory/reservations/{reservation_id}/return", "post",
+                   IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY,
+                   "Names this return: a repeat gets the first answer.")
+
     kit.consume(events.PRODUCTS_QUEUE, events.open_stock_records(stock.create),
                 ("products", "product.created"))
     kit.consume(events.ORDERS_QUEUE, events.reserve_for_orders(reservations.reserve),
@@ -178,7 +194,7 @@ def idempotency_key() -> str:
     key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
     if not key:
         raise BadRequest(f"the {IDEMPOTENCY_HEADER} header is required: a retry with the same "
-                         "key is answered without reserving twice")
+                         "key gets the first answer instead of moving stock twice")
     if not re.fullmatch(VISIBLE_ASCII, key) or len(key) > IDEMPOTENCY_KEY["maxLength"]:
         raise BadRequest(f"the {IDEMPOTENCY_HEADER} header must be 1-200 visible ASCII "
                          "characters (e.g. a UUID)")

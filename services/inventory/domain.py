@@ -6,8 +6,9 @@ enforces it even when requests race; the unit tests run the same rules in memory
 Stock. A product's units sit in one of three counters:
 
     available ──reserve──▶ reserved ──commit──▶ sold
-        ▲                     │
-        └──────release────────┘
+        ▲  ▲                  │                   │
+        │  └──────release─────┘                   │
+        └──────────return (a cancelled order)─────┘
     restock adds to available; write_off takes from it (breakage, a stock count).
 
 A movement that would take a counter below zero is refused (`InsufficientStock`, 409): stock is
@@ -20,12 +21,14 @@ already low (a new product at 0) is treated as already alerted: nothing dropped.
 
 Reservations. All of an order's lines are reserved, or none:
 
-    pending ──all lines taken──▶ reserved ──commit──▶ committed
+    pending ──all lines taken──▶ reserved ──commit──▶ committed ──return──▶ returned
        │  └──a line short──▶ rejected      └─release─▶ released
        └──────────release (an abandoned attempt)──────▶ released
 
 Release and commit are idempotent: asking again for the state a reservation is already in
 changes nothing. Releasing a committed reservation, or committing a released one, is a 409.
+Return puts a committed reservation's sold units back on sale (its order was cancelled); like a
+refund it is done once per Idempotency-Key, and anything but a committed reservation is a 409.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Movement:
 RESERVE = Movement("reserve", {"available": -1, "reserved": +1})
 RELEASE = Movement("release", {"available": +1, "reserved": -1})
 COMMIT = Movement("commit", {"reserved": -1, "sold": +1})
+RETURN = Movement("return", {"sold": -1, "available": +1})
 RESTOCK = Movement("restock", {"available": +1})
 WRITE_OFF = Movement("write_off", {"available": -1})
 
@@ -151,6 +155,7 @@ class Status(StrEnum):
     REJECTED = "rejected"
     RELEASED = "released"
     COMMITTED = "committed"
+    RETURNED = "returned"
 
 
 @dataclass(frozen=True)
@@ -180,8 +185,8 @@ def fingerprint(order_id: str, items: Iterable[Mapping[str, Any]]) -> str:
 
 def status_after_release(status: Status) -> Status:
     """Release: the units go back to available. Nothing to give back after a rejection."""
-    if status == Status.COMMITTED:
-        raise Conflict("the reservation is committed: its stock is sold, not held")
+    if status in (Status.COMMITTED, Status.RETURNED):
+        raise Conflict(f"the reservation is {status}: its stock was sold, not held")
     if status == Status.REJECTED:
         return status
     return Status.RELEASED
@@ -192,6 +197,15 @@ def status_after_commit(status: Status) -> Status:
     if status in (Status.RESERVED, Status.COMMITTED):
         return Status.COMMITTED
     raise Conflict(f"the reservation is {status}: only a reserved one can be committed")
+
+
+def status_after_return(status: Status) -> Status:
+    """Return: the sold units go back to available. Only a committed reservation has sold units;
+    a returned one has none left (a repeat of the same request is answered before this rule)."""
+    if status == Status.COMMITTED:
+        return Status.RETURNED
+    raise Conflict(f"the reservation is {status}: only a committed one can be returned",
+                   reservation_status=str(status))
 
 
 class IdempotencyKeyReused(Conflict):

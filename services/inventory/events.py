@@ -4,6 +4,7 @@ Publishes, through the outbox, in the same write as the change each one announce
 
     stock.reserved             reservation_id, order_id, items          → notifications
     stock.released             reservation_id, order_id, items          → notifications
+    stock.returned             reservation_id, order_id, items          → notifications
     stock.low                  product_id, available, threshold         → notifications, email
     stock.reservation_failed   order_id, reason, items (+ product_id, reservation_id)
                                                                         → orders (choreography)
@@ -63,6 +64,10 @@ def stock_reserved(reservation: Reservation, at: datetime) -> Event:
 
 def stock_released(reservation: Reservation, at: datetime) -> Event:
     return Event(EXCHANGE, "stock.released", _reservation_facts(reservation, at))
+
+
+def stock_returned(reservation: Reservation, at: datetime) -> Event:
+    return Event(EXCHANGE, "stock.returned", _reservation_facts(reservation, at))
 
 
 def stock_low(stock: Stock, at: datetime) -> Event:

@@ -9,19 +9,21 @@ hold some of its units. Taking units adds the reservation to `holds` in the same
 only if it is not there yet; giving them back (or selling them) removes it, and only if it is
 there. So each reservation takes a product's units at most once and gives them back at most
 once, however often a step is retried or two copies of a request run at the same time.
+Returning sold units to available (a cancelled order) is guarded the same way by `returns`, the
+reservations whose sold units came back: a reservation's units come back at most once.
 
 `reservations` — one document per reservation, `_id` = `res_…`, with its Idempotency-Key under
 a unique index. It is written first (status `pending`), then the lines are taken one by one,
 then one conditional status change (`pending` → `reserved` or `rejected`) decides the outcome
 and carries its event. Whoever finds a decided reservation brings the stock in line with it
 (`_settle`): a rejected or released one gives back every unit it still holds, a committed one
-sells them. A process that dies half-way leaves a `pending` reservation: a repeat of the request
-(same key) finishes it, and `recover_abandoned()` (at start, then every 15 s) releases those
-nobody came back for.
+sells them, a returned one puts its sold units back on sale. A process that dies half-way
+leaves a `pending` reservation: a repeat of the request (same key) finishes it, and
+`recover_abandoned()` (at start, then every 15 s) releases those nobody came back for.
 
-Both collections are outboxes (`patterns.outbox`): `stock.reserved`, `stock.released` and
-`stock.reservation_failed` ride on the reservation's status change, `stock.low` on the stock
-record's alert flag.
+Both collections are outboxes (`patterns.outbox`): `stock.reserved`, `stock.released`,
+`stock.returned` and `stock.reservation_failed` ride on the reservation's status change,
+`stock.low` on the stock record's alert flag.
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ from patterns.api import Conflict, NotFound
 from patterns.outbox import Outbox
 from patterns.clock import stored_time as _moment
 from services.inventory import events
-from services.inventory.domain import (COMMIT, RELEASE, RESERVE, IdempotencyKeyReused,
+from services.inventory.domain import (COMMIT, RELEASE, RESERVE, RETURN, IdempotencyKeyReused,
                                        InsufficientStock, Line, LowStockSignal, Movement,
                                        Reservation, Status, Stock, fingerprint, iso,
                                        low_stock_signal, merge_lines, new_reservation_id,
-                                       status_after_commit, status_after_release)
+                                       status_after_commit, status_after_release,
+                                       status_after_return)
 
 log = logging.getLogger(__name__)
 
 HOLDS = "holds"
+RETURNS = "returns"
 _STOCK_FIELDS = ("available", "reserved", "sold", "low_stock_threshold", "low_stock_alerted")
 _STOCK_PROJECTION = {field: 1 for field in _STOCK_FIELDS}
 
@@ -61,7 +65,7 @@ class StockStore:
         """Store a new stock record; False if the product has one already."""
         try:
             self.outbox.insert({"_id": stock.product_id, **{
-                field: getattr(stock, field) for field in _STOCK_FIELDS}, HOLDS: []})
+                field: getattr(stock, field) for field in _STOCK_FIELDS}, HOLDS: [], RETURNS: []})
             return True
         except DuplicateKeyError:
             return False
@@ -87,6 +91,11 @@ class StockStore:
         """Release or sell (commit) what `holder` holds; nothing if it holds nothing here."""
         self._move({"_id": product_id, HOLDS: holder}, movement, quantity,
                    {"$pull": {HOLDS: holder}})
+
+    def take_back(self, product_id: str, quantity: int, holder: str) -> None:
+        """Put `holder`'s sold units back on sale; nothing if they came back already."""
+        self._move({"_id": product_id, RETURNS: {"$nin": [holder]}}, RETURN, quantity,
+                   {"$push": {RETURNS: holder}})
 
     def shortage(self, product_id: str, quantity: int) -> InsufficientStock:
         stock = self.find(product_id)
@@ -172,6 +181,24 @@ class ReservationStore:
     def commit(self, reservation_id: str) -> Reservation:
         """Turn the reserved units into sold ones (idempotent)."""
         return self._change_status(reservation_id, status_after_commit)
+
+    def return_sold(self, reservation_id: str, key: str) -> Reservation:
+        """Put a committed reservation's sold units back on sale, once: a repeat with `key`
+        gets the same answer; any other request finds it returned (409)."""
+        document = self._get(reservation_id)
+        if document.get("return_key") != key:
+            status_after_return(Status(document["status"]))
+            now = self.now()
+            if self.outbox.update({"_id": reservation_id, "status": Status.COMMITTED},
+                                  {"$set": {"status": str(Status.RETURNED), "return_key": key,
+                                            "updated_at": now}},
+                                  events.stock_returned(_reservation(document), now)):
+                log.info("reservation returned", extra={"reservation_id": reservation_id})
+            document = self._get(reservation_id)
+            if document.get("return_key") != key:  # another request changed it first
+                status_after_return(Status(document["status"]))
+        self._settle(document)
+        return _reservation(document)
 
     def recover_abandoned(self, older_than: timedelta) -> int:
         """Release reservations left pending by a process that died; returns how many."""
@@ -262,6 +289,10 @@ class ReservationStore:
                 self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
             elif reservation.status in (Status.REJECTED, Status.RELEASED):
                 self.stock.let_go(line.product_id, RELEASE, line.quantity, reservation.id)
+            elif reservation.status == Status.RETURNED:
+                # Sell first what a commit cut short left reserved, so there is sold to return.
+                self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
+                self.stock.take_back(line.product_id, line.quantity, reservation.id)
             self.stock.refresh_low_stock_alert(line.product_id)
 
     def _get(self, reservation_id: str) -> dict[str, Any]:

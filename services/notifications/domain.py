@@ -35,6 +35,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "product.updated": ("Product updated", "{product} has new details."),
     "stock.reserved": ("Stock reserved", "Stock is set aside for order {order_id}."),
     "stock.released": ("Stock released", "Stock held for order {order_id} is back on sale."),
+    "stock.returned": ("Stock returned",
+                       "Stock sold with cancelled order {order_id} is back on sale."),
     "stock.low": ("Low stock", "Only {available} left of product {product_id} "
                                "(alert threshold {threshold})."),
     "stock.reservation_failed": ("Stock reservation failed",

@@ -8,7 +8,7 @@
                                       never a second order; another basket with it -> 409
     GET  /api/v1/orders/<id>          (owner or admin; 404 otherwise) with its status history
     GET  /api/v1/orders               mine, newest first (admin: all, or ?user_id=)
-    POST /api/v1/orders/<id>/cancel   a confirmed order: refund, then cancelled
+    POST /api/v1/orders/<id>/cancel   a confirmed order: refund, return the stock, cancelled
     GET  /admin/sagas?limit=20        (admin) the latest sagas of the saga log: each step's
                                       state (done, failed, compensated...) and the outcome
 
@@ -170,7 +170,8 @@ def create_app(settings: ServiceSettings) -> Flask:
         return {"items": items, "page": query["page"], "limit": query["limit"], "total": total}
 
     @kit.api.post("/api/v1/orders/<order_id>/cancel", auth=True, response=ORDER,
-                  summary="Cancel a confirmed order: refund it", errors=(409, 503))
+                  summary="Cancel a confirmed order: refund it and return its stock",
+                  errors=(409, 503))
     def cancel_order(order_id: str, user: Claims):
         order = domain.visible_to(orders.get(order_id), user)
         return public(sagas.cancel(order))

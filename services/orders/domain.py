@@ -2,7 +2,7 @@
 
 Life cycle (a small state machine; every transition is recorded and announced):
 
-    pending ──(saga confirmed it)──▶ confirmed ──(POST /orders/<id>/cancel: refund)──▶ cancelled
+    pending ──(saga confirmed it)──▶ confirmed ────(cancel: refund, return stock)────▶ cancelled
        └──────────(saga compensated: out of stock, declined, a peer down)─────────────▶ cancelled
 
 Prices are a snapshot: each line keeps the product's price when the order was placed, so a later

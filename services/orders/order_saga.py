@@ -16,9 +16,10 @@ When a step fails, the orchestrator (patterns.saga) undoes the steps done, in re
 release, cancel (the order keeps the reason). A compensation that fails (its peer is down)
 leaves the saga `compensating`; `SagaRecovery` tries again every few seconds.
 
-Cancelling a confirmed order (`cancel_order` saga): refund the payment, then mark the order
-cancelled. The stock stays committed (sold): returning goods to the shelf is an inventory
-adjustment, not part of this saga.
+Cancelling a confirmed order (`cancel_order` saga): refund the payment, return the stock
+(inventory puts the reservation's sold units back on sale), then mark the order cancelled. Each
+call carries its step's key and treats "already done" (409) as done, so a cancel that failed
+half-way (a peer down: 503, the order still confirmed) is finished by cancelling again.
 
 Peers are called through `kit.peer(...)` (timeouts, a circuit breaker per peer, retries for the
 calls carrying an Idempotency-Key) with a short-lived service token (`svc:orders`, admin).
@@ -107,6 +108,9 @@ class Peers:
 
     def release_reservation(self, reservation_id: str, key: str) -> None:
         self._undo("inventory", f"/api/v1/inventory/reservations/{reservation_id}/release", key)
+
+    def return_stock(self, reservation_id: str, key: str) -> None:
+        self._undo("inventory", f"/api/v1/inventory/reservations/{reservation_id}/return", key)
 
     def commit_reservation(self, reservation_id: str, key: str) -> None:
         try:
@@ -228,6 +232,7 @@ class OrderSagas:
             Step("confirm", self._remembered(self.confirm)),
         ]), Saga(CANCEL_ORDER, [
             Step("refund_payment", self._remembered(self.refund_confirmed)),
+            Step("return_stock", self._remembered(self.return_sold_stock)),
             Step("mark_cancelled", self._remembered(self.mark_cancelled)),
         ]))
 
@@ -240,7 +245,8 @@ class OrderSagas:
 
     def cancel(self, order: Mapping[str, Any]) -> dict[str, Any]:
         domain.check_cancellable(order)
-        data = {"order_id": order["_id"], "payment_id": order["payment_id"]}
+        data = {"order_id": order["_id"], "payment_id": order["payment_id"],
+                "reservation_id": order["reservation_id"]}
         return self._outcome(self._run(CANCEL_ORDER, data, domain.new_id("sag")), order["_id"])
 
     def recover(self) -> list[SagaRecord]:
@@ -362,6 +368,9 @@ class OrderSagas:
     # -- cancel_order steps --------------------------------------------------------------------
     def refund_confirmed(self, context: StepContext) -> None:
         self.peers.refund(context.data["payment_id"], key=context.idempotency_key)
+
+    def return_sold_stock(self, context: StepContext) -> None:
+        self.peers.return_stock(context.data["reservation_id"], key=context.idempotency_key)
 
     def mark_cancelled(self, context: StepContext) -> None:
         self.orders.cancel(context.data["order_id"], "cancelled_by_request")

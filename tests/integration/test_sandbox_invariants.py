@@ -54,13 +54,22 @@ def violated_ids(sandbox: SandboxProcess) -> dict[str, list[list[str]]]:
 def assert_clean(sandbox: SandboxProcess) -> None:
     result = run_check(sandbox)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1].startswith("✓ all 7 invariants hold over")
+    assert result.stdout.splitlines()[-1].startswith("✓ all 9 invariants hold over")
 
 
 def place_order(sandbox: SandboxProcess, headers: dict[str, str], product_id: str
                 ) -> requests.Response:
     return requests.post(f"{sandbox.urls['gateway']}/api/orders", headers=headers, timeout=30,
                          json={"items": [{"product_id": product_id, "quantity": 1}]})
+
+
+def place_confirmed_order(sandbox: SandboxProcess, headers: dict[str, str], product_id: str
+                          ) -> dict:
+    deadline = time.monotonic() + 20  # a breaker left open by an earlier test retries after 3 s
+    while (confirmed := place_order(sandbox, headers, product_id)).status_code != 201:
+        assert time.monotonic() < deadline, confirmed.text
+        time.sleep(1)
+    return confirmed.json()
 
 
 def chaos(sandbox: SandboxProcess, *args: str) -> None:
@@ -72,10 +81,7 @@ def chaos(sandbox: SandboxProcess, *args: str) -> None:
 def test_the_invariants_hold_after_a_confirmed_and_a_compensated_order(sandbox, admin_headers,
                                                                       mongo):
     product_id = mongo.inventory.stock.find_one({"available": {"$gte": 20}})["_id"]
-    deadline = time.monotonic() + 20  # a breaker left open by an earlier test retries after 3 s
-    while (confirmed := place_order(sandbox, admin_headers, product_id)).status_code != 201:
-        assert time.monotonic() < deadline, confirmed.text
-        time.sleep(1)
+    place_confirmed_order(sandbox, admin_headers, product_id)
     chaos(sandbox, "down", "orders:payments")
     try:
         compensated = place_order(sandbox, admin_headers, product_id)
@@ -85,6 +91,38 @@ def test_the_invariants_hold_after_a_confirmed_and_a_compensated_order(sandbox, 
     assert mongo.orders.orders.find_one({"_id": compensated.json()["error"]["order_id"]}
                                         )["status"] == "cancelled"
 
+    assert_clean(sandbox)
+
+
+def test_cancelling_a_confirmed_order_puts_its_stock_back_on_sale_once(sandbox, admin_headers,
+                                                                       mongo):
+    gateway = sandbox.urls["gateway"]
+    product_id = mongo.inventory.stock.find_one({"available": {"$gte": 20}})["_id"]
+
+    def counters() -> tuple[int, int, int]:
+        stock = requests.get(f"{gateway}/api/inventory/{product_id}", headers=admin_headers,
+                             timeout=10).json()
+        return stock["available"], stock["reserved"], stock["sold"]
+
+    before = counters()
+    order = place_confirmed_order(sandbox, admin_headers, product_id)
+    assert counters() == (before[0] - 1, before[1], before[2] + 1)
+
+    cancel = f"{gateway}/api/orders/{order['id']}/cancel"
+    cancelled = requests.post(cancel, headers=admin_headers, timeout=30)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", \
+        cancelled.text
+    assert requests.post(cancel, headers=admin_headers, timeout=30).status_code == 409
+    assert counters() == before
+    # Inventory's side of the same promise: the saga's key repeats its answer, another is refused.
+    reservation = mongo.inventory.reservations.find_one({"_id": order["reservation_id"]})
+    assert reservation["status"] == "returned", reservation
+    returned = f"{gateway}/api/inventory/reservations/{order['reservation_id']}/return"
+    for key, status in ((reservation["return_key"], 200), ("another-key", 409)):
+        again = requests.post(returned, timeout=10,
+                              headers={**admin_headers, "Idempotency-Key": key})
+        assert again.status_code == status, again.text
+    assert counters() == before
     assert_clean(sandbox)
 
 
@@ -104,6 +142,14 @@ def reserved_one_unit_too_many(sandbox: SandboxProcess, mongo: MongoClient) -> D
     return Damage(lambda: stock.update_one({"_id": product_id}, {"$inc": {"reserved": 1}}),
                   lambda: stock.update_one({"_id": product_id}, {"$inc": {"reserved": -1}}),
                   checker.RESERVED_MATCHES, [product_id])
+
+
+def sold_one_unit_too_many(sandbox: SandboxProcess, mongo: MongoClient) -> Damage:
+    product_id = mongo.inventory.stock.find_one({}, {"_id": 1})["_id"]
+    stock = mongo.inventory.stock
+    return Damage(lambda: stock.update_one({"_id": product_id}, {"$inc": {"sold": 1}}),
+                  lambda: stock.update_one({"_id": product_id}, {"$inc": {"sold": -1}}),
+                  checker.SOLD_MATCHES, [product_id])
 
 
 def charged_without_an_order(sandbox: SandboxProcess, mongo: MongoClient) -> Damage:
@@ -134,8 +180,8 @@ def a_dead_lettered_event(sandbox: SandboxProcess, mongo: MongoClient) -> Damage
     return Damage(park, purge, checker.NO_PARKED_EVENTS, [queue])
 
 
-@pytest.mark.parametrize("make_damage", [reserved_one_unit_too_many, charged_without_an_order,
-                                         a_dead_lettered_event])
+@pytest.mark.parametrize("make_damage", [reserved_one_unit_too_many, sold_one_unit_too_many,
+                                         charged_without_an_order, a_dead_lettered_event])
 def test_check_names_what_was_broken_and_is_clean_once_it_is_undone(sandbox, mongo,
                                                                       make_damage):
     damage = make_damage(sandbox, mongo)

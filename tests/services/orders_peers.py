@@ -5,7 +5,9 @@
 - products: `GET /api/v1/products/<id>` -> product {id, name, price_cents, active} or 404.
 - inventory: `POST /api/v1/inventory/reservations` {order_id, items} + Idempotency-Key -> 201
   reservation (all items or none: 409 insufficient_stock; a repeated key gets the first answer);
-  `POST .../reservations/<id>/release|commit`; `GET .../reservations/<id>`;
+  `POST .../reservations/<id>/release|commit`; `POST .../reservations/<id>/return` +
+  Idempotency-Key (a committed reservation's units back to available; not committed: 409);
+  `GET .../reservations/<id>`;
   `GET /api/v1/inventory/<product_id>`.
 """
 
@@ -126,6 +128,22 @@ class Stockroom:
                     if verb == "release":
                         self.available[item["product_id"]] += item["quantity"]
                 reservation["status"] = "released" if verb == "release" else "committed"
+                return 200, reservation
+
+            return once(work)
+
+        @app.post("/api/v1/inventory/reservations/<reservation_id>/return")
+        def return_sold(reservation_id: str):
+            def work():
+                reservation = self.reservations.get(reservation_id)
+                if reservation is None:
+                    return 404, {"error": {"code": "not_found", "message": "no reservation"}}
+                if reservation["status"] != "committed":
+                    return 409, {"error": {"code": "conflict",
+                                           "message": f"reservation is {reservation['status']}"}}
+                for item in reservation["items"]:
+                    self.available[item["product_id"]] += item["quantity"]
+                reservation["status"] = "returned"
                 return 200, reservation
 
             return once(work)

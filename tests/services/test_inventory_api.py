@@ -275,10 +275,80 @@ def test_commit_turns_reserved_stock_into_sold_stock_once(client, open_stock):
     assert stock_of(client, product) == stock
 
 
+def return_sold(client, reservation_id: str, key: str):
+    return client.post(f"/api/v1/inventory/reservations/{reservation_id}/return",
+                       headers={"Idempotency-Key": key})
+
+
+def test_return_puts_sold_stock_back_on_sale_once_per_key(app, bus, client, open_stock,
+                                                          stock_events):
+    product = open_stock(8)
+    reservation, kept = (reserve(client, [(product, quantity)]).get_json() for quantity in (3, 4))
+    for sold in (reservation, kept):
+        client.post(f"/api/v1/inventory/reservations/{sold['id']}/commit")
+    first = return_sold(client, reservation["id"], "key-return")
+    assert first.status_code == 200 and first.get_json()["status"] == "returned"
+    repeat = return_sold(client, reservation["id"], "key-return")
+    assert repeat.status_code == 200 and repeat.get_json() == first.get_json()
+    stock = stock_of(client, product)
+    assert (stock["available"], stock["reserved"], stock["sold"]) == (4, 0, 4)
+
+    another = return_sold(client, reservation["id"], "key-other")
+    assert another.status_code == 409
+    assert another.get_json()["error"]["reservation_status"] == "returned"
+    for verb in ("release", "commit"):
+        assert client.post(f"/api/v1/inventory/reservations/{reservation['id']}/{verb}"
+                           ).status_code == 409
+    assert stock_of(client, product) == stock
+    settle(stock_events, bus, app)
+    [returned] = stock_events.matching(about("stock.returned", reservation_id=reservation["id"]))
+    assert returned.body["items"] == [{"product_id": product, "quantity": 3}]
+
+
+def test_only_a_committed_reservation_can_be_returned(client, open_stock):
+    product = open_stock(8)
+    held = reserve(client, [(product, 2)]).get_json()
+    released = reserve(client, [(product, 1)]).get_json()
+    client.post(f"/api/v1/inventory/reservations/{released['id']}/release")
+    for reservation, status in ((held, "reserved"), (released, "released")):
+        refused = return_sold(client, reservation["id"], f"key-{status}")
+        assert refused.status_code == 409, refused.get_json()
+        error = refused.get_json()["error"]
+        assert error["code"] == "conflict" and error["reservation_status"] == status
+        assert "only a committed one can be returned" in error["message"]
+    stock = stock_of(client, product)
+    assert (stock["available"], stock["reserved"], stock["sold"]) == (6, 2, 0)
+    missing_key = client.post(f"/api/v1/inventory/reservations/{held['id']}/return")
+    assert missing_key.status_code == 400
+
+
+def test_a_return_cut_short_is_finished_by_its_repeat_moving_the_units_once(
+        app, client, open_stock):
+    product = open_stock(5)
+    reservation = reserve(client, [(product, 2)]).get_json()
+    client.post(f"/api/v1/inventory/reservations/{reservation['id']}/commit")
+    database = app.extensions["kit"].db
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    stock = StockStore(Outbox(database["stock"]), now=now)
+    stock.take_back = lambda *args: (_ for _ in ()).throw(ConnectionError("the process died"))
+    dying = ReservationStore(Outbox(database["reservations"]), stock, now=now)
+    with pytest.raises(ConnectionError):
+        dying.return_sold(reservation["id"], key="key-cut")
+    assert stock_of(client, product)["sold"] == 2  # returned, but the units did not move yet
+
+    for _ in range(2):
+        assert return_sold(client, reservation["id"], "key-cut").status_code == 200
+    after = stock_of(client, product)
+    assert (after["available"], after["reserved"], after["sold"]) == (5, 0, 0)
+
+
 def test_unknown_reservations_are_a_404(client):
-    for path in ("", "/release", "/commit"):
+    for path in ("", "/release", "/commit", "/return"):
         method = client.get if not path else client.post
-        assert method(f"/api/v1/inventory/reservations/res_000000000000{path}").status_code == 404
+        response = method(f"/api/v1/inventory/reservations/res_000000000000{path}",
+                          headers={"Idempotency-Key": "key-404"})
+        assert response.status_code == 404
+        assert response.get_json()["error"]["message"] == "no reservation res_000000000000"
 
 
 def test_concurrent_reservations_never_oversell(client, open_stock):

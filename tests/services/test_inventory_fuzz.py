@@ -16,7 +16,8 @@ OPERATIONS = [("GET", "/admin/breakers"), ("GET", "/api/v1/inventory/{product_id
               ("POST", "/api/v1/inventory/reservations"),
               ("GET", "/api/v1/inventory/reservations/{reservation_id}"),
               ("POST", "/api/v1/inventory/reservations/{reservation_id}/release"),
-              ("POST", "/api/v1/inventory/reservations/{reservation_id}/commit")]
+              ("POST", "/api/v1/inventory/reservations/{reservation_id}/commit"),
+              ("POST", "/api/v1/inventory/reservations/{reservation_id}/return")]
 
 
 @pytest.fixture

@@ -230,9 +230,10 @@ def test_a_compensation_whose_peer_is_down_is_finished_by_a_later_recovery_pass(
     assert world.orders_app.extensions["orders.recovery"].run_once() == []
 
 
-def test_cancelling_a_confirmed_order_refunds_it_once(world):
+def test_cancelling_a_confirmed_order_refunds_it_and_returns_its_stock_once(world):
     order = world.place(("prd_tee", 1)).get_json()
     url = f"/api/v1/orders/{order['id']}/cancel"
+    assert world.stockroom.available["prd_tee"] == 2
 
     assert world.orders.post(url, headers=world.user("usr_bob")).status_code == 404
     cancelled = world.orders.post(url, headers=world.user())
@@ -242,8 +243,34 @@ def test_cancelling_a_confirmed_order_refunds_it_once(world):
     again = world.orders.post(url, headers=world.user())
     assert again.status_code == 409
     assert [p["status"] for p in world.payments_of(order["id"])] == ["refunded"]
+    assert world.stockroom.reservations[order["reservation_id"]]["status"] == "returned"
+    assert world.stockroom.available["prd_tee"] == 3
+    [(_, path, key)] = world.stockroom.posts("/return")
+    assert path.endswith(f"/{order['reservation_id']}/return") and key.endswith(":return_stock")
     history = world.order(order["id"])["history"]
     assert [h["to"] for h in history] == ["pending", "confirmed", "cancelled"]
+
+
+def test_a_cancel_cut_short_after_the_refund_is_finished_by_cancelling_again(world):
+    order = world.place(("prd_mug", 2)).get_json()
+    url = f"/api/v1/orders/{order['id']}/cancel"
+    sagas = world.orders_app.extensions["orders.sagas"]
+    real_return = sagas.peers.return_stock
+    sagas.peers.return_stock = lambda *args, **kwargs: (_ for _ in ()).throw(
+        ConnectionError("inventory unreachable"))
+
+    failed = world.orders.post(url, headers=world.user())
+    assert failed.status_code == 503, failed.get_json()
+    assert world.order(order["id"])["status"] == "confirmed"
+    assert world.stockroom.available["prd_mug"] == 8
+
+    sagas.peers.return_stock = real_return
+    finished = world.orders.post(url, headers=world.user())
+    assert finished.status_code == 200, finished.get_json()
+    assert finished.get_json()["status"] == "cancelled"
+    assert [p["status"] for p in world.payments_of(order["id"])] == ["refunded"]
+    assert world.stockroom.available["prd_mug"] == 10
+    assert len(world.stockroom.posts("/return")) == 1
 
 
 def test_orders_are_private_and_listed_newest_first(world):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import pytest
 
 from microlab import checker
-from microlab.checker import (CHARGES_MATCH_ORDERS, MONEY_BALANCES, NO_PARKED_EVENTS,
-                              PAID_AND_STOCKED, RESERVATIONS_FOR_OPEN_ORDERS, RESERVED_MATCHES,
-                              STOCK_NOT_NEGATIVE, Snapshot, Violation, charges_match_orders,
+from microlab.checker import (CANCELLED_RESTOCKED, CHARGES_MATCH_ORDERS, MONEY_BALANCES,
+                              NO_PARKED_EVENTS, PAID_AND_STOCKED, RESERVATIONS_FOR_OPEN_ORDERS,
+                              RESERVED_MATCHES, SOLD_MATCHES, STOCK_NOT_NEGATIVE, Snapshot,
+                              Violation, cancelled_orders_are_restocked, charges_match_orders,
                               check, confirmed_orders_are_paid_and_stocked, money_balances,
                               no_event_is_parked, reservations_belong_to_open_orders,
-                              reserved_stock_matches_reservations, stock_is_never_negative)
+                              reserved_stock_matches_reservations, sold_stock_matches_reservations,
+                              stock_is_never_negative)
 from microlab.cli import NOT_RUNNING, main
 
 
@@ -43,7 +45,7 @@ def stock(product_id: str, available: int = 10, reserved: int = 0, sold: int = 0
 
 def world() -> Snapshot:
     """A system at rest after every kind of outcome: a confirmed order; one cancelled after it
-    was confirmed (refunded, stock stays sold); one compensated after the charge (refunded,
+    was confirmed (refunded, stock returned); one compensated after the charge (refunded,
     released); one declined (failed charge, released); one still being placed (reserved)."""
     return Snapshot(
         orders=[order("ord_ok", "confirmed", 1000, "pay_ok", "res_ok"),
@@ -56,12 +58,12 @@ def world() -> Snapshot:
                   payment("pay_compensated", "ord_compensated", "refunded", 300),
                   payment("pay_declined", "ord_declined", "failed", 200)],
         reservations=[reservation("res_ok", "ord_ok", "committed", prd_a=2),
-                      reservation("res_cancelled", "ord_cancelled", "committed", prd_b=1),
+                      reservation("res_cancelled", "ord_cancelled", "returned", prd_b=1),
                       reservation("res_compensated", "ord_compensated", "released", prd_a=1),
                       reservation("res_declined", "ord_declined", "released", prd_b=1),
                       reservation("res_placing", "ord_placing", "reserved", prd_a=3)],
         stock=[stock("prd_a", available=5, reserved=3, sold=2, holds=("res_placing",)),
-               stock("prd_b", available=8, reserved=0, sold=1)],
+               stock("prd_b", available=9, reserved=0, sold=0)],
         parked_messages={"ns.email.events.dead": 0, "ns.orders.unrouted": 0})
 
 
@@ -75,9 +77,10 @@ def test_a_consistent_world_has_no_violation():
     report = check(world())
     assert report.ok
     assert [invariant.name for invariant, _ in report.results] == [
-        PAID_AND_STOCKED, CHARGES_MATCH_ORDERS, STOCK_NOT_NEGATIVE, RESERVED_MATCHES,
-        RESERVATIONS_FOR_OPEN_ORDERS, MONEY_BALANCES, NO_PARKED_EVENTS]
-    assert report.text().splitlines()[-1].startswith("✓ all 7 invariants hold over 5 orders")
+        PAID_AND_STOCKED, CHARGES_MATCH_ORDERS, CANCELLED_RESTOCKED, STOCK_NOT_NEGATIVE,
+        RESERVED_MATCHES, SOLD_MATCHES, RESERVATIONS_FOR_OPEN_ORDERS, MONEY_BALANCES,
+        NO_PARKED_EVENTS]
+    assert report.text().splitlines()[-1].startswith("✓ all 9 invariants hold over 5 orders")
 
 
 def test_the_report_names_each_broken_invariant_and_its_ids():
@@ -87,9 +90,9 @@ def test_the_report_names_each_broken_invariant_and_its_ids():
     assert not report.ok
     lines = report.text().splitlines()
     assert lines[0].startswith("✓ orders-paid-and-stocked")
-    assert lines[3].startswith("✗ reserved-matches-reservations")
-    assert lines[4] == "    prd_a: reserved 4, open reservations hold 3"
-    assert lines[-1].startswith("✗ 1 violation(s) of 1 of 7 invariants")
+    assert lines[4].startswith("✗ reserved-matches-reservations")
+    assert lines[5] == "    prd_a: reserved 4, open reservations hold 3"
+    assert lines[-1].startswith("✗ 1 violation(s) of 1 of 9 invariants")
     broken = [entry for entry in report.as_json()["invariants"] if not entry["ok"]]
     assert broken == [{"name": RESERVED_MATCHES, "summary": broken[0]["summary"], "ok": False,
                        "violations": [{"ids": ["prd_a"],
@@ -158,6 +161,26 @@ def test_a_charge_without_the_matching_order_is_named(order_id, status, order_st
     assert f"{status} 50 cents for order {order_id}, which is {order_state}" in violation.detail
 
 
+def test_cancelled_orders_whose_confirmed_stock_came_back_pass():
+    snapshot = world()
+    assert cancelled_orders_are_restocked(snapshot.orders, snapshot.reservations) == []
+
+
+@pytest.mark.parametrize("reservation_id, status, named", [
+    ("res_cancelled", "committed", "reservation res_cancelled is committed"),  # stayed sold
+    ("res_gone", "returned", "reservation missing"),
+    ("res_ok", "returned", "reservation res_ok belongs to order ord_ok"),
+])
+def test_a_cancelled_order_whose_stock_was_not_returned_is_named(reservation_id, status, named):
+    snapshot = world()
+    snapshot.orders[1]["reservation_id"] = reservation_id
+    snapshot.reservations[1]["status"] = status
+    [violation] = cancelled_orders_are_restocked(snapshot.orders, snapshot.reservations)
+    assert violation == Violation(CANCELLED_RESTOCKED, ("ord_cancelled",),
+                                  f"cancelled after it was confirmed, but its {named} "
+                                  "(should be returned)")
+
+
 # -- 2. stock ----------------------------------------------------------------------------------
 
 def test_stock_at_zero_is_not_negative():
@@ -196,6 +219,27 @@ def test_a_pending_reservation_counts_the_lines_it_has_taken_so_far():
 def test_a_reservation_holding_a_product_without_a_stock_record_is_named():
     holding = [reservation("res_x", "ord_x", "reserved", prd_gone=2)]
     [violation] = reserved_stock_matches_reservations([], holding)
+    assert violation.ids == ("prd_gone",) and "no stock record" in violation.detail
+
+
+def test_sold_stock_counts_committed_reservations_not_returned_ones():
+    snapshot = world()
+    assert sold_stock_matches_reservations(snapshot.stock, snapshot.reservations) == []
+
+
+@pytest.mark.parametrize("product, sold, took", [("prd_a", 1, 2), ("prd_a", 3, 2),
+                                                  ("prd_b", 1, 0)])  # a return that left it sold
+def test_sold_stock_off_either_way_is_named(product, sold, took):
+    snapshot = world()
+    next(record for record in snapshot.stock if record["_id"] == product)["sold"] = sold
+    [violation] = sold_stock_matches_reservations(snapshot.stock, snapshot.reservations)
+    assert violation == Violation(SOLD_MATCHES, (product,),
+                                  f"sold {sold}, committed reservations took {took}")
+
+
+def test_sold_units_of_a_product_without_a_stock_record_are_named():
+    sold = [reservation("res_x", "ord_x", "committed", prd_gone=2)]
+    [violation] = sold_stock_matches_reservations([], sold)
     assert violation.ids == ("prd_gone",) and "no stock record" in violation.detail
 
 
@@ -289,7 +333,8 @@ def test_statuses_and_queue_names_match_the_services():
                                                                     payments.REFUNDED)
     status = inventory.Status
     assert (checker.RESERVATION_PENDING, checker.RESERVATION_RESERVED,
-            checker.RESERVATION_COMMITTED) == (status.PENDING, status.RESERVED, status.COMMITTED)
+            checker.RESERVATION_COMMITTED, checker.RESERVATION_RETURNED) == (
+        status.PENDING, status.RESERVED, status.COMMITTED, status.RETURNED)
     assert checker.STOCK_COUNTERS == inventory.COUNTERS
     assert set(checker.CONSUMER_QUEUES) == {
         email.QUEUE, notifications.QUEUE, inventory_events.PRODUCTS_QUEUE,

@@ -1,8 +1,8 @@
 """Inventory's rules, without a database: movements, low-stock alerts, reservation states.
 
-The property test drives random sequences of reserve / release / commit / adjust through the
-domain's rules (with an in-memory ledger standing in for the store) and checks after every step
-that no counter is negative and that every unit is accounted for.
+The property test drives random sequences of reserve / release / commit / return / adjust
+through the domain's rules (with an in-memory ledger standing in for the store) and checks after
+every step that no counter is negative and that every unit is accounted for.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patterns.api import Conflict
-from services.inventory.domain import (COMMIT, RELEASE, RESERVE, RESTOCK, WRITE_OFF,
+from services.inventory.domain import (COMMIT, RELEASE, RESERVE, RESTOCK, RETURN, WRITE_OFF,
                                        InsufficientStock, Line, LowStockSignal, Status, Stock,
                                        fingerprint, low_stock_signal, merge_lines,
-                                       status_after_commit, status_after_release)
+                                       status_after_commit, status_after_release,
+                                       status_after_return)
 
 
 def test_reserving_moves_units_from_available_to_reserved():
@@ -31,8 +32,15 @@ def test_commit_sells_reserved_units_and_release_returns_them():
     assert (held.move(RELEASE, 3).available, held.move(RELEASE, 3).reserved) == (5, 0)
 
 
+def test_return_puts_sold_units_back_on_sale():
+    sold = Stock("prd_1", available=5).move(RESERVE, 3).move(COMMIT, 3)
+    returned = sold.move(RETURN, 3)
+    assert (returned.available, returned.reserved, returned.sold) == (5, 0, 0)
+    assert RETURN.requires(3) == {"sold": 3}
+
+
 @pytest.mark.parametrize("movement, quantity", [(RESERVE, 6), (WRITE_OFF, 6), (COMMIT, 1),
-                                                (RELEASE, 1)])
+                                                (RELEASE, 1), (RETURN, 1)])
 def test_a_movement_that_would_go_below_zero_is_refused_naming_the_product(movement, quantity):
     with pytest.raises(InsufficientStock) as refused:
         Stock("prd_1", available=5).move(movement, quantity)
@@ -71,9 +79,19 @@ def test_release_and_commit_are_idempotent_and_exclusive():
     assert status_after_commit(Status.COMMITTED) == Status.COMMITTED
     with pytest.raises(Conflict):
         status_after_release(Status.COMMITTED)
-    for status in (Status.PENDING, Status.RELEASED, Status.REJECTED):
+    for status in (Status.PENDING, Status.RELEASED, Status.REJECTED, Status.RETURNED):
         with pytest.raises(Conflict):
             status_after_commit(status)
+
+
+def test_only_a_committed_reservation_is_returned_and_then_it_stays_returned():
+    assert status_after_return(Status.COMMITTED) == Status.RETURNED
+    for status in Status:
+        if status != Status.COMMITTED:
+            with pytest.raises(Conflict, match="only a committed one can be returned"):
+                status_after_return(status)
+    with pytest.raises(Conflict):
+        status_after_release(Status.RETURNED)
 
 
 def test_lines_for_one_product_are_merged_and_fingerprints_ignore_the_split():
@@ -126,7 +144,7 @@ class Ledger:
             target = rule(status)
         except Conflict:
             return
-        if target != status and target in (Status.RELEASED, Status.COMMITTED):
+        if target != status and target in (Status.RELEASED, Status.COMMITTED, Status.RETURNED):
             for line in lines:
                 self.stock[line.product_id] = self.stock[line.product_id].move(
                     movement, line.quantity)
@@ -164,6 +182,7 @@ steps = st.lists(st.one_of(
     st.tuples(st.just("reserve"), lines),
     st.tuples(st.just("release"), st.integers(0, 50)),
     st.tuples(st.just("commit"), st.integers(0, 50)),
+    st.tuples(st.just("return"), st.integers(0, 50)),
     st.tuples(st.just("adjust"), st.tuples(st.sampled_from(PRODUCTS), st.booleans(),
                                            st.integers(1, 15))),
 ), max_size=40)
@@ -183,6 +202,8 @@ def test_no_sequence_of_operations_loses_a_unit_or_drives_a_counter_negative(ini
             ledger.finish(argument, status_after_release, RELEASE)
         elif operation == "commit":
             ledger.finish(argument, status_after_commit, COMMIT)
+        elif operation == "return":
+            ledger.finish(argument, status_after_return, RETURN)
         else:
             ledger.adjust(*argument)
         ledger.observe_low_stock()

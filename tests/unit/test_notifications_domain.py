@@ -18,6 +18,7 @@ CATALOGUE = {
     "product.updated": {"product_id": "prd_1", "name": "Lamp"},
     "stock.reserved": {"reservation_id": "res_1", "order_id": "ord_1", "items": []},
     "stock.released": {"reservation_id": "res_1", "order_id": "ord_1", "items": []},
+    "stock.returned": {"reservation_id": "res_1", "order_id": "ord_1", "items": []},
     "stock.low": {"product_id": "prd_1", "available": 2, "threshold": 5},
     "stock.reservation_failed": {"order_id": "ord_1", "reason": "insufficient_stock",
                                  "items": []},
