@@ -33,7 +33,7 @@ and a counter behave the same on both servers.
 
 Knobs: `headers_provider` on `Outbox` (captured when the event is written, so a trace context
 follows the request that caused the event, not the relay), relay `interval` (seconds between
-passes when nothing wakes it), `batch` (documents per pass) and `backoff` (first and longest wait while the
+passes when nothing wakes it), `linger` (how long a woken relay lets other writes join its pass), `batch` (documents per pass) and `backoff` (first and longest wait while the
 broker is unreachable). Run one relay per collection: two relays would publish some events twice
 (harmless to idempotent consumers, but noisy).
 """
@@ -137,11 +137,13 @@ class Outbox:
 class OutboxRelay:
     """Publishes what the outboxes hold: `relay_once()` by hand, or `start()` a background thread."""
 
-    def __init__(self, bus: Publisher, *outboxes: Outbox, interval: float = 2.0, batch: int = 100,
+    def __init__(self, bus: Publisher, *outboxes: Outbox, interval: float = 2.0,
+                 linger: float = 0.05, batch: int = 100,
                  backoff: tuple[float, float] = (0.5, 10.0), rng: random.Random | None = None) -> None:
         self.bus = bus
         self.outboxes = outboxes
         self.interval = interval
+        self.linger = linger
         self.batch = batch
         self.backoff = backoff
         self.rng = rng or random.Random()
@@ -217,7 +219,11 @@ class OutboxRelay:
                     self._stopping.wait(delay)
                     continue
                 failures = 0
-                if not sent:
-                    self._woken.wait(self.interval)
+                if sent >= self.batch:
+                    continue  # a full batch: more may be waiting
+                if self._woken.wait(self.interval):
+                    # Woken by a write: the rest of a burst joins this pass instead of each
+                    # write paying for a pass of its own.
+                    self._stopping.wait(self.linger)
         finally:
             self.bus.close()  # the connection the bus opened for this thread

@@ -87,26 +87,31 @@ class StockStore:
                            {"$push": {HOLDS: holder}})
         return taken is not None or self._holds(product_id, holder)
 
-    def let_go(self, product_id: str, movement: Movement, quantity: int, holder: str) -> None:
-        """Release or sell (commit) what `holder` holds; nothing if it holds nothing here."""
-        self._move({"_id": product_id, HOLDS: holder}, movement, quantity,
-                   {"$pull": {HOLDS: holder}})
+    def let_go(self, product_id: str, movement: Movement, quantity: int,
+               holder: str) -> Stock | None:
+        """Release or sell (commit) what `holder` holds; nothing if it holds nothing here.
+        Returns the stock record after the move, None if nothing moved."""
+        return self._move({"_id": product_id, HOLDS: holder}, movement, quantity,
+                          {"$pull": {HOLDS: holder}})
 
-    def take_back(self, product_id: str, quantity: int, holder: str) -> None:
-        """Put `holder`'s sold units back on sale; nothing if they came back already."""
-        self._move({"_id": product_id, RETURNS: {"$nin": [holder]}}, RETURN, quantity,
-                   {"$push": {RETURNS: holder}})
+    def take_back(self, product_id: str, quantity: int, holder: str) -> Stock | None:
+        """Put `holder`'s sold units back on sale; nothing if they came back already.
+        Returns the stock record after the move, None if nothing moved."""
+        return self._move({"_id": product_id, RETURNS: {"$nin": [holder]}}, RETURN, quantity,
+                          {"$push": {RETURNS: holder}})
 
     def shortage(self, product_id: str, quantity: int) -> InsufficientStock:
         stock = self.find(product_id)
         return InsufficientStock(product_id, quantity, stock.available if stock else 0)
 
-    def refresh_low_stock_alert(self, product_id: str) -> None:
+    def refresh_low_stock_alert(self, product_id: str, stock: Stock | None = None) -> None:
         """Raise stock.low if the product just became low, re-arm the alert if it recovered.
+        `stock`: the record as a move just left it (read here if not given).
 
         The flag flips in a write whose filter re-checks the counters, so an alert goes out
         only if the stock is still low at that moment, and at most once per drop."""
-        stock = self.find(product_id)
+        if stock is None:
+            stock = self.find(product_id)
         signal = low_stock_signal(stock) if stock else None
         if signal is None:
             return
@@ -237,18 +242,20 @@ class ReservationStore:
         if shortage is None:
             answer = {**reservation.public_view(), "status": str(Status.RESERVED),
                       "updated_at": iso(now)}
+            decision = {"status": str(Status.RESERVED), "answer": answer, "updated_at": now}
             decided = self.outbox.update(
-                {"_id": reservation.id, "status": Status.PENDING},
-                {"$set": {"status": str(Status.RESERVED), "answer": answer, "updated_at": now}},
+                {"_id": reservation.id, "status": Status.PENDING}, {"$set": decision},
                 events.stock_reserved(reservation, now))
         else:
             announcement = ([events.stock_reservation_failed(reservation, shortage, now)]
                             if announce_failure else [])
+            decision = {"status": str(Status.REJECTED), "failure": shortage.details,
+                        "updated_at": now}
             decided = self.outbox.update(
-                {"_id": reservation.id, "status": Status.PENDING},
-                {"$set": {"status": str(Status.REJECTED), "failure": shortage.details,
-                          "updated_at": now}}, *announcement)
-        document = self._get(reservation.id)  # decided by us, or by a copy that got there first
+                {"_id": reservation.id, "status": Status.PENDING}, {"$set": decision},
+                *announcement)
+        # Decided by us (we know what we wrote), or by a copy that got there first.
+        document = ({**document, **decision} if decided else self._get(reservation.id))
         if decided:
             log.info("reservation decided", extra={
                 "reservation_id": reservation.id, "order_id": reservation.order_id,
@@ -267,10 +274,11 @@ class ReservationStore:
             now = self.now()
             announcement = ([events.stock_released(_reservation(document), now)]
                             if target == Status.RELEASED and current == Status.RESERVED else [])
+            change = {"status": str(target), "updated_at": now}
             changed = self.outbox.update({"_id": reservation_id, "status": current},
-                                         {"$set": {"status": str(target), "updated_at": now}},
-                                         *announcement)
-            document = self._get(reservation_id)
+                                         {"$set": change}, *announcement)
+            # Changed by us (we know what we wrote), or by someone else first: read it again.
+            document = {**document, **change} if changed else self._get(reservation_id)
             if changed:
                 log.info("reservation changed", extra={
                     "reservation_id": reservation_id, "from": str(current), "to": str(target)})
@@ -285,15 +293,17 @@ class ReservationStore:
         if reservation.status == Status.PENDING:
             return  # not decided yet: whoever decides settles
         for line in reservation.lines:
+            moved = None
             if reservation.status == Status.COMMITTED:
-                self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
+                moved = self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
             elif reservation.status in (Status.REJECTED, Status.RELEASED):
-                self.stock.let_go(line.product_id, RELEASE, line.quantity, reservation.id)
+                moved = self.stock.let_go(line.product_id, RELEASE, line.quantity,
+                                          reservation.id)
             elif reservation.status == Status.RETURNED:
                 # Sell first what a commit cut short left reserved, so there is sold to return.
                 self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
-                self.stock.take_back(line.product_id, line.quantity, reservation.id)
-            self.stock.refresh_low_stock_alert(line.product_id)
+                moved = self.stock.take_back(line.product_id, line.quantity, reservation.id)
+            self.stock.refresh_low_stock_alert(line.product_id, moved)
 
     def _get(self, reservation_id: str) -> dict[str, Any]:
         document = self.collection.find_one({"_id": reservation_id})
