@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 JSON = "application/json"
+IDLE_WAIT = 2.0  # seconds a consumer waits for the broker before checking whether to stop
 # Bookkeeping headers the bus adds to retried and dead-lettered copies.
 ATTEMPT = "attempt"
 LAST_ERROR = "last-error"
@@ -299,6 +300,7 @@ class Consumer:
         self._unsettled = 0  # delivered to the worker, not yet acked; touched on our thread only
         self._last_error: Exception | None = None
         self._failures = 0  # consecutive failed connections, for the backoff
+        self._connection: Any = None  # the consumer thread's connection, for stop() to wake it
 
     def start(self, timeout: float = 30.0) -> Consumer:
         """Start consuming; returns once the queue is declared and bound."""
@@ -319,6 +321,7 @@ class Consumer:
             return
         self._stopped = True
         self._stopping.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout)
         try:
@@ -338,6 +341,15 @@ class Consumer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _wake(self) -> None:
+        """Make the consumer thread's wait for the broker return now (it checks for a stop)."""
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(lambda: None)
+            except Exception:  # closed meanwhile: the thread is leaving anyway
+                pass
+
     # The consumer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -354,6 +366,7 @@ class Consumer:
 
     def _consume_until_stopped(self) -> None:
         connection = self.bus.connect()
+        self._connection = connection
         self.connections += 1
         self._unsettled = 0
         try:
@@ -366,7 +379,8 @@ class Consumer:
             self._ready.set()
             self._failures = 0
             while not self._stopping.is_set():
-                connection.process_data_events(time_limit=0.2)
+                # A long wait costs nothing: deliveries, acks and stop() all end it at once.
+                connection.process_data_events(time_limit=IDLE_WAIT)
             channel.basic_cancel(tag)
             while self._unsettled:
                 connection.process_data_events(time_limit=0.2)
