@@ -1,6 +1,6 @@
 """The registry's own health checking: a background thread that keeps the catalog honest.
 
-Every `tick` seconds (0.2 by default) it asks the catalog to expire overdue TTL checks and reap
+Every `tick` seconds (0.5 by default) it asks the catalog to expire overdue TTL checks and reap
 services critical for too long (`Catalog.sweep`), then sends each due HTTP check's request from a
 small pool of threads, so one slow target cannot delay the others. Each request has its own
 timeout (the check's `Timeout`, 5 s by default) and never follows a proxy from the environment.
@@ -23,7 +23,7 @@ MAX_BODY = 4096  # characters of a probed body kept as the check's output
 
 
 class HealthChecker:
-    def __init__(self, catalog: Catalog, *, tick: float = 0.2, workers: int = 4,
+    def __init__(self, catalog: Catalog, *, tick: float = 0.5, workers: int = 4,
                  session: requests.Session | None = None) -> None:
         self.catalog = catalog
         self.tick = tick
