@@ -153,7 +153,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     rows = [{**row, "uptime": "-" if row["uptime_s"] is None else f"{row['uptime_s']:.0f}s",
              "memory": _human_bytes(row["pss_bytes"]) if row["pss_bytes"] else "-",
-             "pid": row["pid"] or "-"}
+             "pid": row["pid"] or "-", "port": row["port"] or "-"}
             for row in status["services"]]
     print(table(rows, ["service", "pid", "port", "state", "health", "uptime", "memory"]))
     startup = status["startup_s"]
