@@ -196,16 +196,8 @@ def _held_units(stock: Sequence[Document], reservations: Sequence[Document]) -> 
 
 def reserved_stock_matches_reservations(stock: Sequence[Document],
                                         reservations: Sequence[Document]) -> list[Violation]:
-    held = _held_units(stock, reservations)
-    found = [Violation(RESERVED_MATCHES, (record["_id"],),
-                       f"reserved {record['reserved']}, open reservations hold "
-                       f"{held[record['_id']]}")
-             for record in stock if record["reserved"] != held[record["_id"]]]
-    unknown = sorted(held.keys() - {record["_id"] for record in stock})
-    found += [Violation(RESERVED_MATCHES, (product_id,),
-                        f"open reservations hold {held[product_id]} units, but it has no "
-                        f"stock record") for product_id in unknown]
-    return found
+    return _counter_matches(stock, "reserved", _held_units(stock, reservations),
+                            RESERVED_MATCHES, "open reservations hold")
 
 
 def sold_stock_matches_reservations(stock: Sequence[Document],
@@ -215,13 +207,19 @@ def sold_stock_matches_reservations(stock: Sequence[Document],
         if reservation["status"] == RESERVATION_COMMITTED:
             for line in reservation["items"]:
                 sold[line["product_id"]] += line["quantity"]
-    found = [Violation(SOLD_MATCHES, (record["_id"],),
-                       f"sold {record['sold']}, committed reservations took {sold[record['_id']]}")
-             for record in stock if record["sold"] != sold[record["_id"]]]
-    unknown = sorted(sold.keys() - {record["_id"] for record in stock})
-    found += [Violation(SOLD_MATCHES, (product_id,),
-                        f"committed reservations took {sold[product_id]} units, but it has no "
-                        f"stock record") for product_id in unknown]
+    return _counter_matches(stock, "sold", sold, SOLD_MATCHES, "committed reservations took")
+
+
+def _counter_matches(stock: Sequence[Document], counter: str, expected: Counter[str],
+                     invariant: str, source: str) -> list[Violation]:
+    """Each stock record's `counter` against the units `source` (the reservations) account for."""
+    found = [Violation(invariant, (record["_id"],),
+                       f"{counter} {record[counter]}, {source} {expected[record['_id']]}")
+             for record in stock if record[counter] != expected[record["_id"]]]
+    unknown = sorted(expected.keys() - {record["_id"] for record in stock})
+    found += [Violation(invariant, (product_id,),
+                        f"{source} {expected[product_id]} units, but it has no stock record")
+              for product_id in unknown]
     return found
 
 
