@@ -167,6 +167,11 @@ def serve(channel: socket.socket) -> None:
             return
         if not message:
             return  # the supervisor is gone
+        while not message.endswith(b"\n"):  # a long request may come in more than one piece
+            more = channel.recv(1 << 20)
+            if not more:
+                return
+            message += more
         request = json.loads(message)
         read_end, write_end = os.pipe()
         middle = os.fork()
