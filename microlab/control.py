@@ -31,17 +31,25 @@ class Supervised(Protocol):
     def stop_service(self, name: str) -> dict: ...
     def start_service(self, name: str) -> dict: ...
     def restart_service(self, name: str) -> dict: ...
+    def wiring(self, name: str) -> dict[str, str]: ...
 
 
 _ACTION = re.compile(r"^/services/([a-z_]+)/(stop|start|restart)$")
+_WIRING = re.compile(r"^/services/([a-z_]+)/wiring$")
 
 
 class _Handler(BaseHTTPRequestHandler):
     supervisor: Supervised
 
     def do_GET(self) -> None:
+        wiring = _WIRING.match(self.path)
         if self.path == "/status":
             self._reply(200, self.supervisor.status())
+        elif wiring:
+            try:
+                self._reply(200, self.supervisor.wiring(wiring.group(1)))
+            except KeyError as error:
+                self._reply(404, {"error": error.args[0]})
         else:
             self._reply(404, {"error": f"no route GET {self.path}"})
 

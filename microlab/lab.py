@@ -231,6 +231,14 @@ class Lab:
         """The supervisor's view: every process, its state, health and memory."""
         return requests.get(f"{self.urls['control']}/status", timeout=30).json()
 
+    def wiring(self, service: str) -> dict[str, str]:
+        """The URLs the supervisor started `service` with (peers, MongoDB, broker), passwords
+        hidden: the process's environment, as it reads it."""
+        answer = requests.get(f"{self.urls['control']}/services/{service}/wiring", timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(answer.json().get("error", answer.text))
+        return answer.json()
+
     def _lifecycle(self, service: str, action: str) -> dict:
         answer = requests.post(f"{self.urls['control']}/services/{service}/{action}",
                                timeout=120)

@@ -38,7 +38,8 @@ import requests
 from microlab.chaos import ChaosClient, edge_proxies
 from microlab.control import ControlServer
 from microlab.embedded_mongo import mongo_command, wait_for_mongo
-from microlab.preflight import PreflightError, check_executables, check_ports_free, check_rabbitmq
+from microlab.preflight import (PreflightError, check_executables, check_ports_free,
+                                check_rabbitmq, redact)
 from microlab.processes import ManagedProcess, pss_bytes
 from microlab.zygote import Zygote
 from microlab.restarts import CrashCounter, RestartPolicy
@@ -385,6 +386,14 @@ class Supervisor:
                 self.processes[infrastructure].stop(timeout=10)
         self.zygote.stop()
         self.run_dir.state_file.unlink(missing_ok=True)
+
+    def wiring(self, name: str) -> dict[str, str]:
+        """The URLs `name` was started with (its peers, MongoDB, the broker), passwords hidden.
+        A forked process's /proc/<pid>/environ shows the zygote's, so this is where to look."""
+        if name not in self.processes:
+            raise KeyError(f"unknown process {name!r}")
+        return {key: redact(value) for key, value in sorted(self.processes[name].env.items())
+                if key.endswith("_URL")}
 
     # -- status --------------------------------------------------------------------------
     def service_row(self, name: str, session: requests.Session | None = None) -> dict:

@@ -65,8 +65,9 @@ assert {row.split(" | ")[0][2:] for row in rows} >= set(topology.services)
 #
 # A service learns where its peers are from environment variables (`PAYMENTS_URL`,
 # `MONGO_URL`, ...), never from code. In local mode the supervisor points each of them at the
-# proxy of that edge, which is why any single hop can be slowed or cut. Read the real
-# environment of the running orders process:
+# proxy of that edge, which is why any single hop can be slowed or cut. Ask the supervisor for
+# the URLs it started the orders process with (`lab.wiring`: exactly the environment the process
+# reads; `/proc/<pid>/environ` would show the zygote's, which it was forked from):
 
 # %%
 listening = {state.listen.rsplit(":", 1)[1]: state.edge for state in lab.chaos.edges()}
@@ -74,7 +75,7 @@ listening = {state.listen.rsplit(":", 1)[1]: state.edge for state in lab.chaos.e
 
 def wiring(service: str) -> dict[str, str]:
     """Peer and infrastructure URLs in a running service's environment."""
-    environ = psutil.Process(status[service]["pid"]).environ()
+    environ = lab.wiring(service)
     names = [peer_env_name(callee) for callee in topology.service(service).calls]
     names += [name for name in ("MONGO_URL", "AMQP_URL") if name in environ]
     return {name: environ[name] for name in names}

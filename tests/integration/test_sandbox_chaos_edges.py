@@ -152,3 +152,25 @@ def test_an_order_fails_fast_while_orders_to_payments_is_down_and_succeeds_after
     answer = wait_for(lambda: (a if (a := shopper.order(product)).status_code == 201 else None),
                       timeout=30, what="an order to go through again after the edge is up")
     assert answer.json()["status"] == "confirmed"
+
+
+def test_the_supervisor_tells_each_process_its_wiring(sandbox):
+    # Forked from the zygote, a service's /proc/<pid>/environ is the zygote's: the supervisor
+    # says what it started each one with, passwords hidden.
+    chaos_ports = {proxy["listen"].rsplit(":", 1)[1]
+                   for proxy in requests.get(f"{sandbox.urls['chaos']}/proxies",
+                                             timeout=10).json().values()}
+    control = sandbox.control_url
+    seen = set()
+    for service in load_topology().services:
+        wiring = requests.get(f"{control}/services/{service}/wiring", timeout=10).json()
+        for name in {"MONGO_URL", "AMQP_URL"} & wiring.keys():
+            seen.add(name)
+            assert wiring[name].rstrip("/").rsplit(":", 1)[1] in chaos_ports, (service, name)
+        if "AMQP_URL" in wiring:
+            assert "guest:guest" not in wiring["AMQP_URL"] and ":***@" in wiring["AMQP_URL"]
+    assert seen == {"MONGO_URL", "AMQP_URL"}
+    orders = requests.get(f"{control}/services/orders/wiring", timeout=10).json()
+    assert orders["PAYMENTS_URL"].rsplit(":", 1)[1] in chaos_ports
+    unknown = requests.get(f"{control}/services/nobody/wiring", timeout=10)
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["error"]
