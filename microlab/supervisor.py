@@ -427,15 +427,12 @@ class Supervisor:
         with requests.Session() as session, \
                 concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             rows = list(pool.map(lambda name: self.service_row(name, session), self.processes))
-        rows.append({"service": "supervisor", "pid": os.getpid(),
-                     "port": self.plan.port("control"), "state": "running", "health": "ok",
-                     "uptime_s": round(time.time() - self.started_at, 1),
-                     "pss_bytes": pss_bytes(os.getpid())})
+        own = [("supervisor", os.getpid(), self.plan.port("control"))]
         if self.zygote.pid:  # it holds the pages the services share: its share counts too
-            rows.append({"service": "zygote", "pid": self.zygote.pid, "port": None,
-                         "state": "running", "health": "ok",
-                         "uptime_s": round(time.time() - self.started_at, 1),
-                         "pss_bytes": pss_bytes(self.zygote.pid)})
+            own.append(("zygote", self.zygote.pid, None))
+        rows += [{"service": name, "pid": pid, "port": port, "state": "running", "health": "ok",
+                  "uptime_s": round(time.time() - self.started_at, 1),
+                  "pss_bytes": pss_bytes(pid)} for name, pid, port in own]
         return {"startup_s": self.startup_seconds, "urls": self.urls(), "services": rows,
                 "total_pss_bytes": sum(row["pss_bytes"] for row in rows)}
 

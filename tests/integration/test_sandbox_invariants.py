@@ -136,20 +136,20 @@ class Damage:
     ids: list[str]
 
 
-def reserved_one_unit_too_many(sandbox: SandboxProcess, mongo: MongoClient) -> Damage:
+def one_unit_too_many(mongo: MongoClient, counter: str, invariant: str) -> Damage:
     product_id = mongo.inventory.stock.find_one({}, {"_id": 1})["_id"]
     stock = mongo.inventory.stock
-    return Damage(lambda: stock.update_one({"_id": product_id}, {"$inc": {"reserved": 1}}),
-                  lambda: stock.update_one({"_id": product_id}, {"$inc": {"reserved": -1}}),
-                  checker.RESERVED_MATCHES, [product_id])
+    return Damage(lambda: stock.update_one({"_id": product_id}, {"$inc": {counter: 1}}),
+                  lambda: stock.update_one({"_id": product_id}, {"$inc": {counter: -1}}),
+                  invariant, [product_id])
+
+
+def reserved_one_unit_too_many(sandbox: SandboxProcess, mongo: MongoClient) -> Damage:
+    return one_unit_too_many(mongo, "reserved", checker.RESERVED_MATCHES)
 
 
 def sold_one_unit_too_many(sandbox: SandboxProcess, mongo: MongoClient) -> Damage:
-    product_id = mongo.inventory.stock.find_one({}, {"_id": 1})["_id"]
-    stock = mongo.inventory.stock
-    return Damage(lambda: stock.update_one({"_id": product_id}, {"$inc": {"sold": 1}}),
-                  lambda: stock.update_one({"_id": product_id}, {"$inc": {"sold": -1}}),
-                  checker.SOLD_MATCHES, [product_id])
+    return one_unit_too_many(mongo, "sold", checker.SOLD_MATCHES)
 
 
 def charged_without_an_order(sandbox: SandboxProcess, mongo: MongoClient) -> Damage:

@@ -25,6 +25,16 @@ def _error(status: int, code: str, message: str, **details: Any):
     return jsonify(error={"code": code, "message": message, **details}), status
 
 
+def refusal(reservation: dict | None, status: str) -> tuple[int, dict] | None:
+    """Inventory's answer when `reservation` is missing or not in `status`; None if it may go on."""
+    if reservation is None:
+        return 404, {"error": {"code": "not_found", "message": "no reservation"}}
+    if reservation["status"] != status:
+        return 409, {"error": {"code": "conflict",
+                               "message": f"reservation is {reservation['status']}"}}
+    return None
+
+
 def _down_switch(app: Flask, state: Any) -> None:
     @app.before_request
     def maybe_down():
@@ -118,11 +128,9 @@ class Stockroom:
         def settle(reservation_id: str, verb: str):
             def work():
                 reservation = self.reservations.get(reservation_id)
-                if reservation is None:
-                    return 404, {"error": {"code": "not_found", "message": "no reservation"}}
-                if reservation["status"] != "reserved":
-                    return 409, {"error": {"code": "conflict",
-                                           "message": f"reservation is {reservation['status']}"}}
+                refused = refusal(reservation, "reserved")
+                if refused:
+                    return refused
                 for item in reservation["items"]:
                     self.reserved[item["product_id"]] -= item["quantity"]
                     if verb == "release":
@@ -136,11 +144,9 @@ class Stockroom:
         def return_sold(reservation_id: str):
             def work():
                 reservation = self.reservations.get(reservation_id)
-                if reservation is None:
-                    return 404, {"error": {"code": "not_found", "message": "no reservation"}}
-                if reservation["status"] != "committed":
-                    return 409, {"error": {"code": "conflict",
-                                           "message": f"reservation is {reservation['status']}"}}
+                refused = refusal(reservation, "committed")
+                if refused:
+                    return refused
                 for item in reservation["items"]:
                     self.available[item["product_id"]] += item["quantity"]
                 reservation["status"] = "returned"
