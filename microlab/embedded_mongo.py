@@ -15,14 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
 from microlab.topology import LOOPBACK, free_ports
+from patterns.mongo import wait_for_database
 
 
 def mongo_command(data_dir: Path, port: int, host: str = LOOPBACK) -> list[str]:
@@ -44,19 +43,8 @@ def mongo_command(data_dir: Path, port: int, host: str = LOOPBACK) -> list[str]:
 
 def wait_for_mongo(url: str, timeout: float = 15.0) -> None:
     """Return once a MongoDB server at url answers `ping`; raise TimeoutError otherwise."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        client = MongoClient(url, serverSelectionTimeoutMS=300, connectTimeoutMS=300)
-        try:
-            client.admin.command("ping")
-            return
-        except PyMongoError as error:
-            last_error = error
-            time.sleep(0.1)
-        finally:
-            client.close()
-    raise TimeoutError(f"no MongoDB answered at {url} within {timeout:.0f}s: {last_error}")
+    with MongoClient(url, serverSelectionTimeoutMS=300, connectTimeoutMS=300) as client:
+        wait_for_database(client.admin, within=timeout, pause=0.1)
 
 
 @contextlib.contextmanager

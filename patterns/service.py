@@ -39,7 +39,7 @@ from patterns.bus import Binding, Bus, Consumer, Handler
 from patterns.discovery import Discovery, Registration
 from patterns.http import ServiceClient, ServiceError
 from patterns.logs import request_id_var
-from patterns.mongo import connect_database, ping
+from patterns.mongo import connect_database, ping, wait_for_database
 from patterns.outbox import Outbox, OutboxRelay
 from patterns.retry import Retry, RetryBudget
 from patterns.settings import ServiceSettings
@@ -76,6 +76,8 @@ class ServiceKit:
         self.settings = settings
         self.tokens = Tokens(secret_from_env(), issuer=TOKEN_ISSUER, audience=TOKEN_AUDIENCE)
         self.db: Database | None = connect_database(settings) if settings.mongo_url else None
+        if self.db is not None:
+            wait_for_database(self.db)  # the stores create their indexes next
         self.bus: Bus | None = (Bus(settings.amqp_url, headers_provider=outgoing_context,
                                     namespace=settings.bus_namespace)
                                 if settings.amqp_url else None)
