@@ -137,7 +137,7 @@ class Outbox:
 class OutboxRelay:
     """Publishes what the outboxes hold: `relay_once()` by hand, or `start()` a background thread."""
 
-    def __init__(self, bus: Publisher, *outboxes: Outbox, interval: float = 2.0,
+    def __init__(self, bus: Publisher, *outboxes: Outbox, interval: float = 5.0,
                  linger: float = 0.05, batch: int = 100,
                  backoff: tuple[float, float] = (0.5, 10.0), rng: random.Random | None = None) -> None:
         self.bus = bus
