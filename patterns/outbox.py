@@ -45,8 +45,9 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -150,17 +151,20 @@ class OutboxRelay:
         self.published = 0  # since start, across passes: a number to watch in a chaos run
         self._stopping = threading.Event()
         self._woken = threading.Event()
-        for outbox in outboxes:
-            outbox.on_write(self._woken.set)
+        self._wake_lock = threading.Lock()
+        self._written: set[int] = set()  # indexes of the outboxes written since the last pass
+        for index, outbox in enumerate(outboxes):
+            outbox.on_write(partial(self._wake, index))
         self._thread: threading.Thread | None = None
 
-    def relay_once(self) -> int:
+    def relay_once(self, outboxes: Sequence[Outbox] | None = None) -> int:
         """Publish pending events, oldest first per document; returns how many went out.
+        Looks in `outboxes`, by default every one.
 
         Raises PublishError when the broker does not confirm; the unconfirmed event and those
         after it in its document stay pending."""
         sent = 0
-        for outbox in self.outboxes:
+        for outbox in self.outboxes if outboxes is None else outboxes:
             documents = outbox.collection.find({PENDING: {"$gt": 0}}, {OUTBOX: 1}).limit(self.batch)
             for document in documents:
                 if self._stopping.is_set():
@@ -204,26 +208,37 @@ class OutboxRelay:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _wake(self, index: int) -> None:
+        with self._wake_lock:
+            self._written.add(index)
+            self._woken.set()
+
     def _run(self) -> None:
         failures = 0
+        everywhere = True  # the first pass looks for what an earlier process left
         try:
             while not self._stopping.is_set():
-                self._woken.clear()  # before the pass: a write during it wakes the next one
+                with self._wake_lock:  # before the pass: a write during it wakes the next one
+                    written, self._written = self._written, set()
+                    self._woken.clear()
                 try:
-                    sent = self.relay_once()
+                    sent = self.relay_once(None if everywhere else
+                                           [self.outboxes[index] for index in sorted(written)])
                 except (PublishError, PyMongoError) as error:
                     delay = full_jitter(failures, *self.backoff, self.rng)
                     failures += 1
                     log.warning("outbox relay failed, will retry", extra={
                         "error": str(error), "retry_in": round(delay, 3)})
                     self._stopping.wait(delay)
+                    everywhere = True
                     continue
                 failures = 0
-                if sent >= self.batch:
-                    continue  # a full batch: more may be waiting
-                if self._woken.wait(self.interval):
-                    # Woken by a write: the rest of a burst joins this pass instead of each
-                    # write paying for a pass of its own.
+                # A full batch: more may be waiting. Otherwise a write wakes a pass over the
+                # outboxes written, and with none for `interval` seconds all are looked at.
+                everywhere = sent >= self.batch or not self._woken.wait(self.interval)
+                if not everywhere:
+                    # The rest of a burst of writes joins this pass instead of each write
+                    # paying for a pass of its own.
                     self._stopping.wait(self.linger)
         finally:
             self.bus.close()  # the connection the bus opened for this thread

@@ -128,3 +128,24 @@ def test_the_outbox_fields_cannot_be_written_by_hand(db):
         outbox.insert({"_id": "o-1", "outbox": []})
     with pytest.raises(ValueError):
         outbox.update({"_id": "o-1"}, {"$inc": {"outbox_pending": 1}})
+
+
+def test_a_write_wakes_a_pass_over_its_own_outbox_and_the_timed_pass_looks_everywhere(
+        broker, db, wait_until):
+    orders = broker.exchange("orders")
+    with broker.bus().consumer(broker.queue("order-wakes"), lambda message: None, (orders, "#")):
+        pass  # declares and binds the queue
+    written, other = Outbox(db.orders), Outbox(db.stock)
+    other.insert({"_id": "left-before"}, Event(orders, "order.noted", {"order_id": "o-0"}))
+
+    with OutboxRelay(broker.bus(), written, other, interval=5.0):
+        assert wait_until(lambda: other.pending() == 0, timeout=4)  # the first pass: everywhere
+        began = time.monotonic()
+        # Another process's write to a collection the relay watches wakes nothing here...
+        Outbox(db.stock).insert({"_id": "from-elsewhere"},
+                                Event(orders, "order.noted", {"order_id": "o-1"}))
+        # ...while a write through one of the relay's outboxes wakes a pass over that one.
+        written.insert({"_id": "o-2"}, Event(orders, "order.created", {"order_id": "o-2"}))
+        assert wait_until(lambda: written.pending() == 0, timeout=4)
+        assert other.pending() == 1 and time.monotonic() - began < 5
+        assert wait_until(lambda: other.pending() == 0, timeout=15)  # the timed pass
