@@ -20,7 +20,6 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-
 from patterns.settings import ServiceSettings, SettingsError
 
 log = logging.getLogger(__name__)
