@@ -14,6 +14,7 @@ import requests
 
 from microlab.launcher import SandboxProcess
 from microlab.topology import load_topology
+from tests.helpers import wait_for
 
 SERVICES = list(load_topology().services)
 
@@ -62,7 +63,10 @@ def test_every_service_registered_itself_in_the_registry(sandbox):
     for service in SERVICES:
         if service == "registry":
             continue
-        instances = passing_instances(sandbox, service)
+        # Within one probe of the registry's /health checks (10 s), should an earlier test
+        # have made one fail.
+        instances = wait_for(lambda: passing_instances(sandbox, service), 15,
+                             f"{service} passing in the registry")
         assert len(instances) == 1, service
         assert instances[0]["Service"]["Port"] == int(sandbox.urls[service].rsplit(":", 1)[1])
 
