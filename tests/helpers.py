@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
+import requests
 
 from patterns.bus import Message, Publisher
 from patterns.outbox import Outbox
@@ -27,6 +28,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = ""
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
+
+
+def passing_instances(sandbox: Any, service: str) -> list[dict]:
+    """The instances of `service` the sandbox's registry lists as passing every check."""
+    return requests.get(f"{sandbox.urls['registry']}/v1/health/service/{service}",
+                        params={"passing": "1"}, timeout=5).json()
 
 
 class EventRecorder:

@@ -10,7 +10,7 @@ import requests
 
 from microlab.launcher import SandboxProcess
 from microlab.topology import load_topology
-from tests.helpers import wait_for
+from tests.helpers import passing_instances, wait_for
 
 
 def chaos(sandbox: SandboxProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -29,11 +29,6 @@ def round_trip(url: str) -> float:
     return time.perf_counter() - started
 
 
-def registered_and_passing(sandbox: SandboxProcess, service: str) -> bool:
-    return bool(requests.get(f"{sandbox.urls['registry']}/v1/health/service/{service}",
-                             params={"passing": "1"}, timeout=5).json())
-
-
 @pytest.fixture(autouse=True)
 def reset_chaos(sandbox):
     yield
@@ -41,7 +36,7 @@ def reset_chaos(sandbox):
     # A cut database edge turned its service's /health check in the registry critical, until the
     # registry's next probe (every 10 s): leave the registry as the next test expects it.
     others = [name for name in load_topology().services if name != "registry"]
-    wait_for(lambda: all(registered_and_passing(sandbox, name) for name in others), 30,
+    wait_for(lambda: all(passing_instances(sandbox, name) for name in others), 30,
              "every service passing in the registry again")
 
 

@@ -14,7 +14,7 @@ import requests
 
 from microlab.launcher import SandboxProcess
 from microlab.topology import load_topology
-from tests.helpers import wait_for
+from tests.helpers import passing_instances, wait_for
 
 SERVICES = list(load_topology().services)
 
@@ -52,11 +52,6 @@ def test_status_command_shows_every_process_startup_and_memory(sandbox):
     assert "startup:" in result.stdout
     total_mb = float(result.stdout.split("total memory (PSS):")[1].split("MB")[0])
     assert 50 < total_mb < 4000
-
-
-def passing_instances(sandbox: SandboxProcess, service: str) -> list[dict]:
-    return requests.get(f"{sandbox.urls['registry']}/v1/health/service/{service}",
-                        params={"passing": "1"}, timeout=5).json()
 
 
 def test_every_service_registered_itself_in_the_registry(sandbox):
