@@ -70,6 +70,7 @@ class Endpoint(asyncio.BufferedProtocol):
         self._on_lost = on_lost
         self._writable = asyncio.Event()
         self._writable.set()
+        self._buffer = _read_buffer()  # made on the loop's thread, by the loop
         self._reading = False  # what we last asked of the transport
         self._early = bytearray()  # read before attach, in order
         self._early_eof = False  # end-of-stream read before attach
@@ -102,10 +103,10 @@ class Endpoint(asyncio.BufferedProtocol):
             self._on_made()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer()
+        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = _read_buffer()[:nbytes]
+        data = self._buffer[:nbytes]
         if not self._reading:
             self._hold_reading()
         if self._link:
