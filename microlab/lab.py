@@ -234,14 +234,14 @@ class Lab:
     def wiring(self, service: str) -> dict[str, str]:
         """The URLs the supervisor started `service` with (peers, MongoDB, broker), passwords
         hidden: the process's environment, as it reads it."""
-        answer = requests.get(f"{self.urls['control']}/services/{service}/wiring", timeout=30)
-        if answer.status_code != 200:
-            raise RuntimeError(answer.json().get("error", answer.text))
-        return answer.json()
+        return self._control("GET", f"/services/{service}/wiring", timeout=30)
 
     def _lifecycle(self, service: str, action: str) -> dict:
-        answer = requests.post(f"{self.urls['control']}/services/{service}/{action}",
-                               timeout=120)
+        return self._control("POST", f"/services/{service}/{action}", timeout=120)
+
+    def _control(self, method: str, path: str, timeout: float) -> dict:
+        """The supervisor's answer; its error, as it words it, raised as a RuntimeError."""
+        answer = requests.request(method, f"{self.urls['control']}{path}", timeout=timeout)
         if answer.status_code != 200:
             raise RuntimeError(answer.json().get("error", answer.text))
         return answer.json()
