@@ -81,11 +81,14 @@ class StockStore:
         self.refresh_low_stock_alert(product_id)
         return moved
 
-    def hold(self, product_id: str, quantity: int, holder: str) -> bool:
-        """Reserve units for `holder`; True if they are held (now or by an earlier attempt)."""
+    def hold(self, product_id: str, quantity: int, holder: str) -> Stock | None:
+        """Reserve units for `holder`. Returns the stock record once they are held (now, as
+        this move left it, or by an earlier attempt, as it is now); None if they are not."""
         taken = self._move({"_id": product_id, HOLDS: {"$nin": [holder]}}, RESERVE, quantity,
                            {"$push": {HOLDS: holder}})
-        return taken is not None or self._holds(product_id, holder)
+        if taken is None and self._holds(product_id, holder):
+            return self.find(product_id)
+        return taken
 
     def let_go(self, product_id: str, movement: Movement, quantity: int,
                holder: str) -> Stock | None:
@@ -170,9 +173,7 @@ class ReservationStore:
         body. `announce_failure` also publishes stock.reservation_failed (choreography)."""
         items = list(items)
         request = fingerprint(order_id, items)
-        document = self.collection.find_one({"idempotency_key": key})
-        if document is None:
-            document = self._open(order_id, merge_lines(items), key, request)
+        document = self._open(order_id, merge_lines(items), key, request)
         if document["fingerprint"] != request:
             raise IdempotencyKeyReused(key)
         if document["status"] == Status.PENDING:
@@ -219,6 +220,9 @@ class ReservationStore:
     # -- steps -------------------------------------------------------------------------------
     def _open(self, order_id: str, lines: tuple[Line, ...], key: str,
               request: str) -> dict[str, Any]:
+        """A new pending reservation under `key`, or the one a request with `key` made before.
+        Inserting first and reading only when the key's unique index refuses the insert spares
+        a first request (almost every one) a read."""
         now = self.now()
         document = {"_id": self.new_id(), "order_id": order_id,
                     "items": [line.view() for line in lines], "status": str(Status.PENDING),
@@ -227,17 +231,20 @@ class ReservationStore:
         try:
             self.outbox.insert(document)
             return document
-        except DuplicateKeyError:  # a copy of this request opened it a moment ago
+        except DuplicateKeyError:  # a repeat, or a copy of this request a moment ago
             return self.collection.find_one({"idempotency_key": key})
 
     def _complete(self, document: dict[str, Any], announce_failure: bool) -> dict[str, Any]:
         """Take every line, then decide: reserved, or rejected at the first short line."""
         reservation = _reservation(document)
         shortage = None
+        held: dict[str, Stock] = {}
         for line in reservation.lines:
-            if not self.stock.hold(line.product_id, line.quantity, reservation.id):
+            stock = self.stock.hold(line.product_id, line.quantity, reservation.id)
+            if stock is None:
                 shortage = self.stock.shortage(line.product_id, line.quantity)
                 break
+            held[line.product_id] = stock
         now = self.now()
         if shortage is None:
             answer = {**reservation.public_view(), "status": str(Status.RESERVED),
@@ -260,7 +267,7 @@ class ReservationStore:
             log.info("reservation decided", extra={
                 "reservation_id": reservation.id, "order_id": reservation.order_id,
                 "status": document["status"]})
-        self._settle(document)
+        self._settle(document, held)
         return document
 
     def _change_status(self, reservation_id: str,
@@ -287,13 +294,15 @@ class ReservationStore:
         self._settle(document)
         return _reservation(document)
 
-    def _settle(self, document: dict[str, Any]) -> None:
-        """Bring the stock in line with a decided reservation (safe to repeat)."""
+    def _settle(self, document: dict[str, Any], held: Mapping[str, Stock] | None = None) -> None:
+        """Bring the stock in line with a decided reservation (safe to repeat). `held`: the
+        stock records as the holds just left them, so a reserved line's alert check reads none.
+        """
         reservation = _reservation(document)
         if reservation.status == Status.PENDING:
             return  # not decided yet: whoever decides settles
         for line in reservation.lines:
-            moved = None
+            moved = (held or {}).get(line.product_id)
             if reservation.status == Status.COMMITTED:
                 moved = self.stock.let_go(line.product_id, COMMIT, line.quantity, reservation.id)
             elif reservation.status in (Status.REJECTED, Status.RELEASED):
