@@ -219,6 +219,7 @@ class OrderSagas:
         self.peers = peers
         self.saga_log = saga_log
         self._failures: dict[str, ApiError] = {}  # saga id -> why it failed, for the answer
+        self._confirmed: dict[str, dict[str, Any]] = {}  # saga id -> the order it confirmed
         self.orchestrator = SagaOrchestrator(saga_log, Saga(PLACE_ORDER, [
             Step("validate", self._remembered(self.validate)),
             Step("create_order", self._remembered(self.create_order),
@@ -241,7 +242,10 @@ class OrderSagas:
         """Run the saga for a new order: the confirmed order, or the error saying why not."""
         saga_id = domain.new_id("sag")
         data = {"order_id": order_id, "user_id": user_id, "items": items}
-        return self._outcome(self._run(PLACE_ORDER, data, saga_id), order_id)
+        try:
+            return self._outcome(self._run(PLACE_ORDER, data, saga_id), order_id)
+        finally:
+            self._confirmed.pop(saga_id, None)
 
     def cancel(self, order: Mapping[str, Any]) -> dict[str, Any]:
         domain.check_cancellable(order)
@@ -257,6 +261,7 @@ class OrderSagas:
         finally:
             self.saga_log.release_claimed()
         for record in records:
+            self._confirmed.pop(record.id, None)
             if record.status != COMPENSATING:
                 self._failures.pop(record.id, None)
         return records
@@ -270,7 +275,8 @@ class OrderSagas:
         failure = (self._failures.get(record.id) if record.status == COMPENSATING
                    else self._failures.pop(record.id, None))
         if record.status == COMPLETED:
-            return self.orders.get(order_id)
+            # The order as the confirm step wrote it; read when another pass confirmed it.
+            return self._confirmed.get(record.id) or self.orders.get(order_id)
         if failure is None:  # not a step's own refusal: a bug or the database; see the log
             failure = OrderFailed(f"the order could not be completed ({record.error})")
         if self.orders.get(order_id) is not None:
@@ -360,8 +366,10 @@ class OrderSagas:
     def confirm(self, context: StepContext) -> None:
         data = context.data
         self.peers.commit_reservation(data["reservation_id"], key=context.idempotency_key)
-        if self.orders.confirm(data["order_id"], payment_id=data["payment_id"],
-                               reservation_id=data["reservation_id"]):
+        confirmed = self.orders.confirm(data["order_id"], payment_id=data["payment_id"],
+                                        reservation_id=data["reservation_id"])
+        if confirmed:
+            self._confirmed[context.saga_id] = confirmed
             log.info("order confirmed", extra={"order_id": data["order_id"],
                                                "payment_id": data["payment_id"]})
 

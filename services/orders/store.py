@@ -55,20 +55,21 @@ class OrderStore:
         self._record_history(order["_id"], None, order["status"], None, order["created_at"])
         return True
 
-    def confirm(self, order_id: str, *, payment_id: str, reservation_id: str) -> bool:
+    def confirm(self, order_id: str, *, payment_id: str,
+                reservation_id: str) -> dict[str, Any] | None:
         return self.transition(order_id, CONFIRMED, payment_id=payment_id,
                                reservation_id=reservation_id)
 
-    def cancel(self, order_id: str, reason: str) -> bool:
+    def cancel(self, order_id: str, reason: str) -> dict[str, Any] | None:
         return self.transition(order_id, CANCELLED, reason=reason)
 
     def transition(self, order_id: str, target: str, *, reason: str | None = None,
-                   **fields: Any) -> bool:
-        """Move the order to `target` if its state machine allows; False when it is already
-        there (a repeat) or gone."""
+                   **fields: Any) -> dict[str, Any] | None:
+        """Move the order to `target` if its state machine allows, and return it as this write
+        left it (no need to read it back); None when it is already there (a repeat) or gone."""
         order = self.get(order_id)
         if order is None or order["status"] == target:
-            return False
+            return None
         domain.check_transition(order["status"], target)
         moment = now()
         changes = {"status": target, "updated_at": moment, **fields}
@@ -79,7 +80,7 @@ class OrderStore:
                                    *events.transition_events(order, target, reason))
         if moved:
             self._record_history(order_id, order["status"], target, reason, moment)
-            return True
+            return {**order, **changes}
         return self.transition(order_id, target, reason=reason, **fields)  # raced: look again
 
     def history_of(self, order_id: str) -> list[dict[str, Any]]:
