@@ -9,7 +9,8 @@ result and the key that produced it can never be separated by a crash.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -86,10 +87,18 @@ class PaymentStore:
 
 
 class ProviderStore:
-    """Each provider's settings, one document per provider, kept across restarts."""
+    """Each provider's settings, one document per provider, kept across restarts.
 
-    def __init__(self, collection: Collection, defaults: Iterable[Provider]) -> None:
+    A charge reads its provider's settings; they are kept for `fresh_for` seconds instead of
+    read for every charge. A change made through this store shows at once; one made by another
+    replica of payments within `fresh_for` seconds."""
+
+    def __init__(self, collection: Collection, defaults: Iterable[Provider], *,
+                 fresh_for: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.collection = collection
+        self.fresh_for = fresh_for
+        self.clock = clock
+        self._kept: dict[str, tuple[float, Provider]] = {}  # name -> (read at, settings)
         for provider in defaults:
             settings = provider.as_dict()
             self.collection.update_one({"_id": settings.pop("name")},
@@ -99,14 +108,21 @@ class ProviderStore:
         return [self._provider(document) for document in self.collection.find().sort("_id")]
 
     def get(self, name: str) -> Provider:
+        now = self.clock()
+        read_at, provider = self._kept.get(name, (None, None))
+        if provider is not None and now - read_at < self.fresh_for:
+            return provider
         document = self.collection.find_one({"_id": name})
         if document is None:
             raise NotFound(f"no provider named {name!r}", provider=name)
-        return self._provider(document)
+        provider = self._provider(document)
+        self._kept[name] = (now, provider)
+        return provider
 
     def save(self, provider: Provider) -> None:
         settings = provider.as_dict()
         self.collection.replace_one({"_id": settings.pop("name")}, settings)
+        self._kept.pop(provider.name, None)
 
     @staticmethod
     def _provider(document: Mapping[str, Any]) -> Provider:

@@ -7,9 +7,12 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from pymongo import MongoClient
 
 from patterns.bus import Bus
 from services.payments.app import create_app
+from services.payments.domain import DEFAULT_PROVIDERS
+from services.payments.store import ProviderStore
 from tests.helpers import EventRecorder, relayed
 
 
@@ -224,3 +227,18 @@ def test_the_seed_makes_declines_reproducible(make_settings, build_app, monkeypa
     first = outcomes()
     assert first == outcomes()
     assert set(first) == {201, 402}
+
+
+def test_provider_settings_are_read_once_a_second_and_a_change_here_shows_at_once(mongo_url):
+    collection = MongoClient(mongo_url)[f"providers_{uuid.uuid4().hex[:8]}"]["providers"]
+    moment = [100.0]
+    providers = ProviderStore(collection, DEFAULT_PROVIDERS, clock=lambda: moment[0])
+    assert providers.get("stripe-sim").failure_rate == 0.0
+    # Another replica changes it in the database: seen once the kept copy is a second old.
+    collection.update_one({"_id": "stripe-sim"}, {"$set": {"failure_rate": 0.5}})
+    assert providers.get("stripe-sim").failure_rate == 0.0
+    moment[0] += 1.0
+    assert providers.get("stripe-sim").failure_rate == 0.5
+    # A change made through this store: seen by the next charge.
+    providers.save(providers.get("stripe-sim").with_changes({"down": True}))
+    assert providers.get("stripe-sim").down
