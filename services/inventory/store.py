@@ -86,8 +86,9 @@ class StockStore:
         this move left it, or by an earlier attempt, as it is now); None if they are not."""
         taken = self._move({"_id": product_id, HOLDS: {"$nin": [holder]}}, RESERVE, quantity,
                            {"$push": {HOLDS: holder}})
-        if taken is None and self._holds(product_id, holder):
-            return self.find(product_id)
+        if taken is None:  # short, or held already: then the record lists the holder
+            return _stock(self.collection.find_one({"_id": product_id, HOLDS: holder},
+                                                   _STOCK_PROJECTION))
         return taken
 
     def let_go(self, product_id: str, movement: Movement, quantity: int,
@@ -139,9 +140,6 @@ class StockStore:
         return _stock(self.collection.find_one_and_update(
             {**selector, **guard}, {"$inc": movement.changes(quantity), **(also or {})},
             projection=_STOCK_PROJECTION, return_document=ReturnDocument.AFTER))
-
-    def _holds(self, product_id: str, holder: str) -> bool:
-        return self.collection.find_one({"_id": product_id, HOLDS: holder}, {"_id": 1}) is not None
 
     def _refuse(self, product_id: str, quantity: int) -> NoReturn:
         if self.find(product_id) is None:
