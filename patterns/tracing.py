@@ -39,8 +39,8 @@ or database call made outside any of those (a relay polling MongoDB, a heartbeat
 registry) starts none, and neither does the request it causes downstream: background chatter
 would otherwise add a one-span trace several times a second.
 
-The official instrumentations make the spans of Flask (the app given), requests, pika and
-pymongo. Tracing is set up once per process: a second call only instruments the app it is given.
+The official instrumentations make the spans of Flask (the app given), urllib3 (calls made
+with `patterns.http.ServiceClient`), requests (the gateway's forwarding), pika and pymongo. Tracing is set up once per process: a second call only instruments the app it is given.
 
 A message published long after the request that caused it (the outbox relay, a retried copy)
 carries that request's context in its stored headers, but the pika instrumentation gives every
@@ -72,6 +72,7 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.pika import PikaInstrumentor
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -111,6 +112,9 @@ def setup_tracing(service_name: str, app: Flask | None = None, *, exporter: str 
             _provider = make_tracer_provider(service_name, exporter, trace_file, sample_ratio)
             trace.set_tracer_provider(_provider)
             RequestsInstrumentor().instrument(tracer_provider=_provider)
+            # patterns.http calls through urllib3 itself; a call made with requests gets one
+            # span, requests', which keeps the urllib3 one beneath it quiet.
+            URLLib3Instrumentor().instrument(tracer_provider=_provider)
             PikaInstrumentor().instrument(tracer_provider=_provider)
             # 0.66b1 also wraps the connection under each BlockingConnection, so every publish
             # made two nested "send" spans. We only use BlockingConnection: keep its wrapper.

@@ -81,7 +81,7 @@ class Peers:
         except (ServiceUnavailable, CircuitOpenError, BulkheadFull) as error:
             raise PeerUnavailable(peer, f"{peer} is unavailable: {error}",
                                   may_have_applied=may_have_arrived(error)) from error
-        return response.json() if response.content else None
+        return response.json() if response.data else None
 
     # -- products --------------------------------------------------------------------------
     def product(self, product_id: str) -> dict[str, Any] | None:
