@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.probes import wait_for_recovery
 from chaos.runner import experiment_names, run_experiment
 from microlab.launcher import SandboxProcess
 from microlab.rabbit import delete_namespace
@@ -59,6 +60,10 @@ def test_the_hypothesis_holds_before_and_after_the_fault(sandbox: dict, name: st
                                                          tmp_path: Path) -> None:
     if name in NEEDS_OWN_BROKER and os.environ.get("CHAOS_OWN_BROKER") != "1":
         pytest.skip("restarts the RabbitMQ node: set CHAOS_OWN_BROKER=1 if it is yours")
+    # Each starts from a healthy shop: the experiments share this sandbox, and the one before may
+    # have left a service answering its first /health slowly (CI saw the next one's hypothesis
+    # fail before its fault, every step of the earlier one having passed).
+    wait_for_recovery(sandbox["urls"]["gateway"], within_seconds=30)
     verdict = run_experiment(name, sandbox, tmp_path, {**SHORT, **LONGER_FAULT.get(name, {})})
 
     assert {"journal.json", "report.md", "orders.png"} <= {p.name for p in tmp_path.iterdir()}
