@@ -261,8 +261,9 @@ class ServiceClient:
         """One attempt on the wire: the answer and the URL asked. Raises for outages only (no
         answer, or 5xx)."""
         url = self._resolve().rstrip("/") + path
-        if params:
-            url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
+        query = {name: value for name, value in (params or {}).items() if value is not None}
+        if query:  # a parameter set to None is left out, as requests did
+            url += ("&" if "?" in url else "?") + urlencode(query, doseq=True)
         body = None
         if json is not None:
             body = jsonlib.dumps(json, allow_nan=False).encode()

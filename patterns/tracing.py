@@ -40,7 +40,8 @@ registry) starts none, and neither does the request it causes downstream: backgr
 would otherwise add a one-span trace several times a second.
 
 The official instrumentations make the spans of Flask (the app given), urllib3 (calls made
-with `patterns.http.ServiceClient`), requests (the gateway's forwarding), pika and pymongo. Tracing is set up once per process: a second call only instruments the app it is given.
+with `patterns.http.ServiceClient`), requests (the gateway's forwarding), pika and pymongo.
+Tracing is set up once per process: a second call only instruments the app it is given.
 
 A message published long after the request that caused it (the outbox relay, a retried copy)
 carries that request's context in its stored headers, but the pika instrumentation gives every

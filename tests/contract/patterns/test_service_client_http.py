@@ -40,6 +40,8 @@ class Peer:
         kind = request.path.split("/")[1]
         if kind == "headers":
             return as_json(dict(request.headers))
+        if kind == "args":
+            return as_json(request.args.to_dict(flat=False))
         if kind == "echo":
             return as_json({"method": request.method, "body": request.get_json(silent=True)})
         if kind == "status":  # /status/<code>/<unique id>
@@ -98,6 +100,12 @@ def closed_port() -> int:
 
 def test_get_json_returns_the_parsed_body(peer):
     assert client(peer).get_json("/echo", params={"sku": "a"}) == {"method": "GET", "body": None}
+
+
+def test_query_parameters_travel_and_those_set_to_none_are_left_out(peer):
+    sent = client(peer).get_json("/args", params={"sku": "a b&c", "tag": ["x", "y"],
+                                                  "page": 2, "status": None})
+    assert sent == {"sku": ["a b&c"], "tag": ["x", "y"], "page": ["2"]}
 
 
 def test_post_put_and_delete_json(peer):
