@@ -226,17 +226,17 @@ class ServiceClient:
         return response
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return _json_of(self.request("GET", path, params=params))
+        return json_of(self.request("GET", path, params=params))
 
     def post_json(self, path: str, body: Any, *, idempotency_key: str | None = None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return _json_of(self.request("POST", path, json=body, headers=headers))
+        return json_of(self.request("POST", path, json=body, headers=headers))
 
     def put_json(self, path: str, body: Any) -> Any:
-        return _json_of(self.request("PUT", path, json=body))
+        return json_of(self.request("PUT", path, json=body))
 
     def delete_json(self, path: str) -> Any:
-        return _json_of(self.request("DELETE", path))
+        return json_of(self.request("DELETE", path))
 
     def close(self) -> None:
         self.pool.clear()
@@ -293,5 +293,6 @@ def _service_error(service: str, method: str, url: str,
     return ServiceError(response.status, body, service, method, url)
 
 
-def _json_of(response: BaseHTTPResponse) -> Any:
+def json_of(response: BaseHTTPResponse) -> Any:
+    """The answer's JSON body; None for an empty one (a 204)."""
     return response.json() if response.data else None

@@ -36,7 +36,8 @@ from urllib.parse import quote
 
 from patterns.api import ApiError
 from patterns.breaker import CircuitOpenError
-from patterns.http import BulkheadFull, ServiceError, ServiceUnavailable, may_have_arrived
+from patterns.http import (BulkheadFull, ServiceError, ServiceUnavailable, json_of,
+                           may_have_arrived)
 from patterns.saga import (COMPENSATING, COMPLETED, MongoSagaLog, Saga, SagaOrchestrator,
                            SagaRecord, Step, StepContext)
 from patterns.service import ServiceKit
@@ -81,7 +82,7 @@ class Peers:
         except (ServiceUnavailable, CircuitOpenError, BulkheadFull) as error:
             raise PeerUnavailable(peer, f"{peer} is unavailable: {error}",
                                   may_have_applied=may_have_arrived(error)) from error
-        return response.json() if response.data else None
+        return json_of(response)
 
     # -- products --------------------------------------------------------------------------
     def product(self, product_id: str) -> dict[str, Any] | None:
