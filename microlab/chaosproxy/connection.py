@@ -58,6 +58,11 @@ class Endpoint(asyncio.BufferedProtocol):
     must keep. A buffer per socket cost 64 KiB per socket, and a soak with a few hundred
     connections opened and closed left the heap fragmented tens of MiB above its need. A read
     that comes while reading is paused (see the module docstring) is kept, never dropped.
+
+    The same soak is why an endpoint is light (a future only while a write waits, not an
+    `asyncio.Event` with its queue of waiters each) and why `release` exists: an endpoint, its
+    connection and its links refer to one another, and a closed connection left in such cycles
+    waits for the garbage collector's next full pass, its sockets and buffers with it.
     """
 
     def __init__(
@@ -67,9 +72,9 @@ class Endpoint(asyncio.BufferedProtocol):
         self._on_made = on_made
         self.on_space: Callable[[], None] | None = None
         self._link: Link | None = None
-        self._on_lost = on_lost
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._on_lost: Callable[[], None] | None = on_lost
+        self._writing_paused = False  # the transport's buffer is full: put() waits
+        self._space: asyncio.Future[None] | None = None  # what put() waits on, while it waits
         self._buffer = _read_buffer()  # made on the loop's thread, by the loop
         self._reading = False  # what we last asked of the transport
         self._early = bytearray()  # read before attach, in order
@@ -123,18 +128,30 @@ class Endpoint(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._writable.set()
+        self._wake_writer()
         if self._link:
             self._link.feed_eof()
-        self._on_lost()
+        if self._on_lost:
+            self._on_lost()
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._writing_paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._wake_writer()
         if self.on_space:
             self.on_space()
+
+    def _wake_writer(self) -> None:
+        self._writing_paused = False
+        if self._space is not None and not self._space.done():
+            self._space.set_result(None)
+        self._space = None
+
+    def release(self) -> None:
+        """Let go of the link and the callbacks (the connection is over): see the class docstring."""
+        self._link = None
+        self.on_space = self._on_lost = self._on_made = None
 
     # Source (for the link that reads this socket; until attach, the socket stays paused)
     def pause_reading(self) -> None:
@@ -165,7 +182,7 @@ class Endpoint(asyncio.BufferedProtocol):
 
     # Outlet (for the link that writes this socket)
     def full(self) -> bool:
-        return not self._writable.is_set()
+        return self._writing_paused
 
     def push_nowait(self, chunk: Chunk) -> None:
         if self.transport and not self.transport.is_closing():
@@ -175,7 +192,10 @@ class Endpoint(asyncio.BufferedProtocol):
             self.written += len(chunk.data)
 
     async def put(self, chunk: Chunk) -> None:
-        await self._writable.wait()
+        while self._writing_paused:
+            if self._space is None or self._space.done():  # done: cancelled with its waiter
+                self._space = asyncio.get_running_loop().create_future()
+            await self._space
         self.push_nowait(chunk)
 
     def close(self) -> None:
@@ -255,6 +275,9 @@ class Connection:
                 link.close()
             self._count_bytes()
             self._on_done(self)
+            self.client.release()
+            self.server.release()
+            self._dial = None
 
     def _count_bytes(self) -> None:
         """Add this connection's bytes to the proxy metrics, once, as its links end (as in Go)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import statistics
 import time
 
+import pytest
+
+from microlab.chaosproxy.connection import Connection
 from tests.contract.toxiproxy.conftest import ToxiproxyApi, listen_port
 from tests.contract.toxiproxy.toxiproxy_upstreams import (
     EchoServer,
@@ -107,3 +111,41 @@ def test_many_connections_at_once(api: ToxiproxyApi, sink: SinkServer) -> None: 
     while time.monotonic() < deadline and sum(len(c.data) for c in sink.connections) < 150:
         time.sleep(0.02)
     assert sorted(bytes(c.data) for c in sink.connections) == [f"{n:03d}".encode() for n in range(50)]
+
+
+def tracked_connections() -> int:
+    """Our proxy's connections the garbage collector knows of here: live, or garbage not yet freed."""
+    return sum(isinstance(thing, Connection) for thing in gc.get_objects())
+
+
+@pytest.mark.parametrize("ending", ["client closes", "proxy disabled", "through a toxic"])
+def test_a_closed_connection_is_freed_at_once(api: ToxiproxyApi, compat: bool, echo: EchoServer,
+                                              ending: str) -> None:  # E (memory; ours only)
+    """A connection's objects go when it closes, not at the garbage collector's next full pass:
+    left in reference cycles, closed connections piled up between passes and the proxy's memory
+    climbed by 10 % in a soak."""
+    if not compat:
+        pytest.skip("counts our own server's objects, in this process")
+    port = listen_port(api.create_proxy("freed", echo.address))
+    if ending == "through a toxic":
+        api.add_toxic("freed", "latency", latency=1)
+    gc.collect()
+    gc.disable()  # so that only reference counting frees anything from here on
+    try:
+        before = tracked_connections()
+        clients = [connect(port) for _ in range(20)]
+        for client in clients:
+            round_trip(client, b"ping")
+        assert tracked_connections() == before + 20
+        if ending == "proxy disabled":
+            api.set_enabled("freed", False)
+        for client in clients:
+            client.close()
+        echo.wait_for_connection(20)
+        assert all(received.done.wait(5) for received in echo.connections)
+        deadline = time.monotonic() + 5
+        while tracked_connections() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tracked_connections() == before, "closed connections left to the garbage collector"
+    finally:
+        gc.enable()

@@ -20,7 +20,7 @@ import pytest
 
 from microlab.chaosproxy.connection import Connection, Endpoint
 from microlab.chaosproxy.gojson import Float32
-from microlab.chaosproxy.link import CHUNK_SIZE, Link
+from microlab.chaosproxy.link import CHUNK_SIZE, Chunk, Link
 from microlab.chaosproxy.toxics import Latency, Noop, Slicer, Toxic
 
 ONE_READ = 2 * CHUNK_SIZE  # the endpoint's read buffer: what one read can hand over
@@ -271,5 +271,28 @@ def test_early_bytes_wait_while_the_link_is_full() -> None:
         destination.resume_writing()
         await wait_until(lambda: len(destination_transport.written) >= len(payload))
         assert bytes(destination_transport.written) == payload
+
+    asyncio.run(scenario())
+
+
+def test_a_write_to_a_full_socket_waits_and_a_cancelled_wait_leaves_no_trace() -> None:
+    """A toxic's stage writing to a socket whose buffer is full waits for `resume_writing`; a
+    wait cancelled on the way (its stage stopped to change a toxic) does not hold up the next."""
+
+    async def scenario() -> None:
+        _, _, destination, destination_transport = two_endpoints()
+        destination.pause_writing()
+        assert destination.full()
+        stopped = asyncio.ensure_future(destination.put(Chunk(b"dropped", 0.0)))
+        await asyncio.sleep(0.01)
+        assert not stopped.done() and not destination_transport.written
+        stopped.cancel()
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(destination.put(Chunk(b"kept", 0.0)))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        destination.resume_writing()
+        await asyncio.wait_for(waiting, 1)
+        assert not destination.full() and bytes(destination_transport.written) == b"kept"
 
     asyncio.run(scenario())
