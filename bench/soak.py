@@ -1,7 +1,8 @@
 """The soak: the whole shop under steady load and a fault every 20 s, for 10 minutes.
 
     python -m bench.soak [--minutes 10] [--clients 8] [--seed 42] [--every 20]
-                         [--judge-from 2] [--memory judge|report] [--out reports/soak.md]
+                         [--judge-from 2] [--breaker-recovery 5] [--memory judge|report]
+                         [--out reports/soak.md]
 
 What a short benchmark cannot show, a long run does: memory that creeps up a little with every
 order or every fault, a saga that gets stuck once in a thousand, a dead letter after the
@@ -16,7 +17,10 @@ the limiter), and
    else, which fails the soak: a 500 is never a right answer. After a 502/503 a client waits
    what Retry-After says, at most 1 s (an open breaker answers in a millisecond: without the
    pause 8 clients would fire hundreds of refusals a second). The stock is topped up every
-   10 s so the shop never sells out.
+   10 s so the shop never sells out. The services' breakers try a call again 5 s after they
+   open (`--breaker-recovery`; BREAKER_RECOVERY_TIMEOUT, 30 s by default): with the default,
+   each 10 s fault kept its callers refusing for 30 s more, and a fault every 20 s left the
+   shop refusing most of the time, which measures the breakers' patience, not the shop.
 2. Every `--every` seconds a fault from a seeded schedule (`plan_faults`, a pure function of
    the seed) hits a random edge of the topology — latency or a cut, through the chaos proxy's
    Toxiproxy API, removed after half the period — or restarts a random service.
@@ -369,7 +373,8 @@ def soak(args: argparse.Namespace) -> dict:
     progress(f"{len(schedule)} faults planned (seed {args.seed}), {args.clients} clients, "
              f"{args.minutes:g} min")
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
-        sandbox = SandboxProcess(Path(scratch) / "run", env=BENCH_ENV)
+        sandbox = SandboxProcess(Path(scratch) / "run", env={
+            **BENCH_ENV, "BREAKER_RECOVERY_TIMEOUT": f"{args.breaker_recovery:g}"})
         began = time.monotonic()
         sandbox.start(timeout=120)
         progress(f"sandbox up in {time.monotonic() - began:.1f} s")
@@ -560,7 +565,8 @@ def render(results: dict, outcome_lines: list[tuple[bool, str]], image: str) -> 
         "",
         f"Run {results['date']} on {results['cpus']} CPUs: `python -m bench.soak --minutes "
         f"{args['minutes']:g} --clients {args['clients']} --seed {args['seed']} --every "
-        f"{args['every']:g} --judge-from {args['judge_from']:g}`; load {seconds:.0f} s, "
+        f"{args['every']:g} --judge-from {args['judge_from']:g} --breaker-recovery "
+        f"{args['breaker_recovery']:g}`; load {seconds:.0f} s, "
         f"{results['total_s']:.0f} s in all (start, settle, check, stop).",
         "",
         f"**{'PASSED' if all(ok for ok, _ in outcome_lines) else 'FAILED'}**",
@@ -613,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--every", type=float, default=20.0, help="seconds between faults")
+    parser.add_argument("--breaker-recovery", type=float, default=5.0,
+                        help="seconds an open breaker waits before trying a call again")
     parser.add_argument("--judge-from", type=float, default=2.0,
                         help="minute from which memory growth is judged")
     parser.add_argument("--memory", choices=("judge", "report"), default="judge",
