@@ -18,7 +18,8 @@ How a child is made, so that the supervisor owns it like any other child:
 
 `python -m microlab.zygote FD` is the zygote; FD is its end of a socket pair with the
 supervisor. Requests are one JSON line (argv `[python, -m, module, *args]`, env, cwd) with the
-child's output pipe as an attached file descriptor; the answer is the service's pid.
+child's output pipe as an attached file descriptor; the answer is the service's pid, or
+`error: why` when it could not be forked.
 """
 
 from __future__ import annotations
@@ -126,11 +127,15 @@ class Zygote:
                 os.close(write_end)
             answer = b""
             while not answer.endswith(b"\n"):
-                chunk = self._socket.recv(64)
+                chunk = self._socket.recv(256)
                 if not chunk:
                     os.close(read_end)
                     raise RuntimeError(f"the zygote died (see {self.log_path})")
                 answer += chunk
+        if not answer.strip().isdigit():  # "error: why"
+            os.close(read_end)
+            why = answer.decode(errors="replace").strip().removeprefix("error: ")
+            raise RuntimeError(f"the zygote could not start {' '.join(argv[2:])}: {why}")
         return ForkedChild(int(answer), os.fdopen(read_end, "rb"))
 
     def stop(self) -> None:
@@ -172,24 +177,39 @@ def serve(channel: socket.socket) -> None:
             if not more:
                 return
             message += more
-        request = json.loads(message)
-        read_end, write_end = os.pipe()
+        channel.sendall(fork_service(json.loads(message), fds[0], channel))
+
+
+def fork_service(request: dict[str, Any], output: int, channel: socket.socket) -> bytes:
+    """Fork the service `request` asks for, through a middle child; returns the answer line:
+    the service's pid, or `error: why` when a fork failed (out of processes or memory), so the
+    supervisor is told instead of waiting for a pid that never comes."""
+    read_end, write_end = os.pipe()
+    try:
         middle = os.fork()
-        if middle == 0:
+    except OSError as error:
+        for fd in (read_end, write_end, output):
+            os.close(fd)
+        return f"error: cannot fork: {error}\n".encode()
+    if middle == 0:
+        try:
             service = os.fork()
-            if service == 0:
-                channel.close()
-                os.close(read_end)
-                os.close(write_end)
-                become(request, fds[0])  # does not return
-            os.write(write_end, f"{service}\n".encode())
-            os._exit(0)
-        os.close(fds[0])
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as answer:
-            service_pid = answer.readline()
-        os.waitpid(middle, 0)  # once it is reaped, the service is the supervisor's child
-        channel.sendall(service_pid)
+        except OSError as error:
+            os.write(write_end, f"error: cannot fork: {error}\n".encode())
+            os._exit(1)
+        if service == 0:
+            channel.close()
+            os.close(read_end)
+            os.close(write_end)
+            become(request, output)  # does not return
+        os.write(write_end, f"{service}\n".encode())
+        os._exit(0)
+    os.close(output)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        line = answer.readline()
+    os.waitpid(middle, 0)  # once it is reaped, the service is the supervisor's child
+    return line if line.endswith(b"\n") else b"error: the middle child died before answering\n"
 
 
 def become(request: dict[str, Any], output: int) -> None:
