@@ -66,6 +66,7 @@ from pika.exceptions import (AMQPChannelError, AMQPConnectionError, AMQPError, C
 
 from patterns.clock import SYSTEM_CLOCK, Clock
 from patterns.http import ServiceError
+from patterns.logs import REQUEST_ID_HEADER, request_id_var
 from patterns.retry import full_jitter
 from patterns.tracing import span_from_message
 
@@ -423,8 +424,10 @@ class Consumer:
             routing_key=headers.get(ORIGIN_ROUTING_KEY, delivery.routing_key),
             body=body, headers=headers, attempt=int(headers.get(ATTEMPT, 1)),
             redelivered=delivery.redelivered)
+        # The handler runs on this worker thread: give it the publisher's trace and request id,
+        # so its log lines, calls and events follow the request that caused the message.
+        request_id = request_id_var.set(headers.get(REQUEST_ID_HEADER))
         try:
-            # The handler runs on this worker thread: give it the publisher's trace.
             with span_from_message(headers, f"{message.routing_key} process",
                                    attributes={"messaging.message.id": message.id}):
                 self.handler(message)
@@ -440,6 +443,8 @@ class Consumer:
             if message.attempt < self.max_attempts:
                 return "retry", described, None
             return "dead-letter", described, f"attempts exhausted ({message.attempt})"
+        finally:
+            request_id_var.reset(request_id)
 
     # Back on the consumer thread ------------------------------------------------------------
 

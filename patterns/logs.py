@@ -17,8 +17,10 @@ import sys
 import time
 from contextvars import ContextVar
 
-# Set per request by the web layer (and by message consumers per message).
+# Set per request by the web layer (and by message consumers per message, from the header of
+# the same name that every call and event sent while handling a request carries).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+REQUEST_ID_HEADER = "X-Request-Id"
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 

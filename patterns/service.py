@@ -38,7 +38,7 @@ from patterns.breaker import BreakerRegistry, CircuitBreaker, State
 from patterns.bus import Binding, Bus, Consumer, Handler
 from patterns.discovery import Discovery, Registration
 from patterns.http import ServiceClient, ServiceError
-from patterns.logs import request_id_var
+from patterns.logs import REQUEST_ID_HEADER, request_id_var
 from patterns.mongo import connect_database, ping, wait_for_database
 from patterns.outbox import Outbox, OutboxRelay
 from patterns.retry import Retry, RetryBudget
@@ -55,7 +55,7 @@ TOKEN_AUDIENCE = "microlab"
 def outgoing_context() -> dict[str, str]:
     """Headers every outgoing call and event carries: the request id and the trace context."""
     request_id = request_id_var.get()
-    return inject_headers({"X-Request-Id": request_id} if request_id else {})
+    return inject_headers({REQUEST_ID_HEADER: request_id} if request_id else {})
 
 
 def _log_breaker_change(breaker: CircuitBreaker, old: State, new: State) -> None:

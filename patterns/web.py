@@ -22,7 +22,7 @@ from opentelemetry import trace
 from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
-from patterns.logs import request_id_var
+from patterns.logs import REQUEST_ID_HEADER, request_id_var
 
 # A health check raises when its dependency is unhealthy; it may return a dict of details
 # (e.g. {"connected": 3}) shown beside its status.
@@ -53,13 +53,13 @@ def create_service_app(name: str, health_checks: dict[str, HealthCheck] | None =
 
     @app.before_request
     def _start_request() -> None:
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         g.request_id_token = request_id_var.set(g.request_id)
         g.started = time.perf_counter()
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
-        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         if request.path != "/health":
             log.info("request", extra={
                 "method": request.method, "path": request.path, "status": response.status_code,

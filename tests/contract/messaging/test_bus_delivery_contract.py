@@ -11,6 +11,7 @@ import pytest
 from patterns.bus import (ATTEMPT, DEAD_LETTER_REASON, LAST_ERROR, Bus, Message, PermanentError,
                           dead_letter_queue, retry_queue, unrouted_queue)
 from patterns.http import ServiceError
+from patterns.logs import REQUEST_ID_HEADER, request_id_var
 
 
 def test_published_events_reach_the_bound_consumer_in_order_with_id_headers_and_body(
@@ -32,6 +33,23 @@ def test_published_events_reach_the_bound_consumer_in_order_with_id_headers_and_
     assert first.headers["traceparent"] == "00-4bf92f-00f067-01"
     assert first.headers["n"] == 0
     assert broker.count(queue) == 0
+
+
+def test_a_handler_runs_under_the_request_id_its_message_carries(broker, wait_until):
+    # So its log lines, and the calls and events it makes, follow the request that caused it.
+    orders, queue = broker.exchange("orders"), broker.queue("audit")
+    seen: list[tuple[int, str | None]] = []
+
+    def audit(message: Message) -> None:
+        seen.append((message.body["n"], request_id_var.get()))
+
+    with broker.bus().consumer(queue, audit, (orders, "order.*")):
+        publisher = broker.bus()
+        publisher.publish(orders, "order.created", {"n": 1}, headers={REQUEST_ID_HEADER: "req-42"})
+        publisher.publish(orders, "order.created", {"n": 2})  # sent outside any request
+        assert wait_until(lambda: len(seen) == 2)
+
+    assert sorted(seen) == [(1, "req-42"), (2, None)]
 
 
 def test_a_handler_that_keeps_failing_is_retried_then_its_message_kept_in_the_dead_letter_queue(
