@@ -193,9 +193,9 @@ class Endpoint(asyncio.BufferedProtocol):
 
     async def put(self, chunk: Chunk) -> None:
         while self._writing_paused:
-            if self._space is None or self._space.done():  # done: cancelled with its waiter
+            if self._space is None:
                 self._space = asyncio.get_running_loop().create_future()
-            await self._space
+            await asyncio.shield(self._space)  # a waiter cancelled leaves it to any other
         self.push_nowait(chunk)
 
     def close(self) -> None:
