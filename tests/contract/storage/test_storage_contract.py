@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, DeleteOne, MongoClient, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -669,3 +669,27 @@ def test_acknowledged_writes_survive_the_server_being_killed(own_data_dir: Path)
     with running_mongo(own_data_dir, port) as url, MongoClient(url) as after:
         assert after.orders.saga_log.count_documents({}) == 100
         assert after.orders.saga_log.find_one({"step": 99})["state"] == "done"
+
+
+# --- what the server counts -----------------------------------------------------------------
+
+
+def test_server_status_counts_operations_as_mongod_does(db: Database) -> None:
+    """`make bench` reads these to count the database operations of an order."""
+    def counters() -> dict[str, int]:
+        return db.command("serverStatus")["opcounters"]
+
+    before = counters()
+    db.events.insert_many([{"n": 1}, {"n": 2}, {"n": 3}])  # one command, three documents
+    db.events.insert_one({"n": 4})
+    db.events.find_one({"n": 1})
+    list(db.events.find({"n": {"$gte": 2}}))
+    db.events.update_one({"n": 1}, {"$set": {"seen": True}})
+    db.events.bulk_write([UpdateOne({"n": 2}, {"$set": {"seen": True}}),
+                          UpdateOne({"n": 3}, {"$set": {"seen": True}}), DeleteOne({"n": 4})])
+    after = counters()
+
+    assert {field: after[field] - before[field] for field in ("insert", "query", "update",
+                                                              "delete")} == {
+        "insert": 4, "query": 2, "update": 3, "delete": 1}
+    assert after["command"] > before["command"]  # serverStatus itself, at least
