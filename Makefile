@@ -27,7 +27,8 @@ bench: $(STAMP)              ## benchmarks (loopback only); numbers go to report
 	$(PY) -m bench.proxy_bench --out reports/bench-proxy.md
 	$(PY) -m bench.storage_bench --report reports/bench-storage.md
 	$(PY) -m bench.sandbox_bench --out reports/bench-sandbox.md
-	cat reports/bench-sandbox.md reports/bench-proxy.md reports/bench-storage.md > reports/bench.md
+	$(PY) -m bench.floor_bench --sandbox reports/bench-sandbox.json --out reports/bench-floor.md
+	cat reports/bench-sandbox.md reports/bench-floor.md reports/bench-proxy.md reports/bench-storage.md > reports/bench.md
 	@echo "all numbers, with the machine they ran on: reports/bench.md"
 
 # The soak: 10 min, memory judged from minute 2; SHORT=1 is CI's 3 min, memory only reported

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import json
 import math
 import multiprocessing
@@ -70,15 +71,18 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import requests
+from pymongo import MongoClient
 
 from microlab.launcher import SandboxProcess
 from microlab.rabbit import delete_namespace
+from patterns.tracing import SpanRecord, load_spans
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"email": "admin@microlab.local", "password": "admin-password"}  # dev-mode defaults
@@ -338,6 +342,46 @@ def measure_orders(shop: Shop, product_ids: list[str], clients: int,
             "non_201": sum(failures.values()), "cpu_s": cpu,
             "cpu_ms_per_order": 1000 * sum(cpu.values()) / max(created, 1),
             "cpu_missing": sorted(set(pids or {}) - set(cpu))}
+
+
+def mongo_operations(url: str) -> int:
+    """Operations the MongoDB at `url` has served since it started (its serverStatus
+    opcounters: inserts per document, updates and deletes per statement, finds, commands)."""
+    with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+        return sum(client.admin.command("serverStatus")["opcounters"].values())
+
+
+def operations(spans: list[SpanRecord], began_ns: int, ended_ns: int) -> Counter[str]:
+    """The spans that started between two moments, counted by the operation they record."""
+    counted: Counter[str] = Counter()
+    for span in spans:
+        if not began_ns <= span["start_ns"] <= ended_ns:
+            continue
+        attributes, kind = span["attributes"], span["kind"]
+        if kind == "server":
+            counted["http_served"] += 1
+        elif kind == "client" and ("http.method" in attributes
+                                   or "http.request.method" in attributes):
+            counted["http_calls"] += 1
+        elif "messaging.system" in attributes and kind in ("producer", "consumer"):
+            counted["publishes" if kind == "producer" else "deliveries"] += 1
+    return counted
+
+
+def count_per_order(sandbox: SandboxProcess, run_level: Callable[[], dict]) -> dict:
+    """Run one level and count what its orders did: MongoDB operations from the server's own
+    counters, HTTP calls and messages from the spans the services wrote, per confirmed order."""
+    mongo_before, began_ns = mongo_operations(sandbox.urls["mongo"]), time.time_ns()
+    level = run_level()
+    time.sleep(1.0)  # the last orders' events consumed, their spans written
+    mongo = mongo_operations(sandbox.urls["mongo"]) - mongo_before
+    counted = operations(load_spans(sandbox.run_dir.path / "traces.jsonl"), began_ns,
+                         time.time_ns())
+    created = max(level["created"], 1)
+    level["ops_per_order"] = {"mongo_ops": mongo / created, **{
+        name: counted[name] / created
+        for name in ("http_calls", "http_served", "publishes", "deliveries")}}
+    return level
 
 
 # Report
@@ -622,6 +666,19 @@ def render(results: dict, args: argparse.Namespace, machine: dict, image: str | 
         "only add queueing to the latency.",
         "",
     ]
+    counts = headline_level(results).get("ops_per_order")
+    if counts:
+        lines += [
+            f"What one confirmed order made ({HEADLINE_CLIENTS} clients level): "
+            f"{counts['mongo_ops']:.1f} MongoDB operations (the server's opcounters), "
+            f"{counts['http_calls']:.1f} HTTP calls between services and "
+            f"{counts['http_served']:.1f} requests served (the gateway's from this client "
+            f"included), {counts['publishes']:.1f} messages published and "
+            f"{counts['deliveries']:.1f} delivered (spans). `python -m bench.floor_bench` "
+            "prices them with the bare libraries: the floor under the CPU of an order "
+            "(`reports/bench-floor.md`).",
+            "",
+        ]
     if image:
         lines += [f"![orders per second and latency against clients]({image})", ""]
     else:
@@ -701,7 +758,10 @@ def main(argv: list[str] | None = None) -> None:
             results["orders"] = []
             for clients in levels:
                 progress(f"orders: {clients} client(s) for {args.seconds:g} s")
-                level = measure_orders(shop, product_ids, clients, args.seconds, pids)
+                run_level = functools.partial(measure_orders, shop, product_ids, clients,
+                                              args.seconds, pids)
+                level = (count_per_order(sandbox, run_level) if clients == HEADLINE_CLIENTS
+                         else run_level())
                 results["orders"].append(level)
                 progress(f"orders: {clients} client(s): {level['orders_s']:.1f} orders/s, "
                          f"p50 {level['p50'] * 1000:.0f} ms, {level['non_201']} non-201, "
