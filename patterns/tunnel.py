@@ -17,16 +17,22 @@ Everything else (and an upgrade on another path) goes to the wrapped app. Knobs:
   connection, so discovery and the chaos proxy's edges work as for any other call;
 - `breaker` (none) — a `patterns.breaker.CircuitBreaker`: while it is open the upgrade is refused
   with 503 at once; a failed connect counts against it;
+- `max_open` (unlimited) — a bulkhead (`patterns.http.Bulkhead`): at most this many tunnels open
+  at once; one more is refused with 503 `too_many_websockets` and Retry-After, and a Socket.IO
+  client simply stays on long-polling;
 - `connect_timeout` (1 s).
 
 The client's socket is taken from the WSGI server (`gunicorn.socket`, `werkzeug.socket`); each
 open tunnel holds the request's thread (and one more for the other direction) until it closes.
+That is why `max_open` matters: a server with 16 threads and no cap stops answering anything
+once 16 browser tabs hold a WebSocket each.
 When the tunnel ends, the server is told to drop the connection rather than write an HTTP
 answer on it, the same way python-engineio ends its own WebSockets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -36,11 +42,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from patterns.breaker import CircuitBreaker, CircuitOpenError
+from patterns.http import Bulkhead, BulkheadFull
 
 log = logging.getLogger(__name__)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 CHUNK = 64 * 1024
+RETRY_FULL_AFTER = 10  # seconds a client refused for too many tunnels is asked to wait
 
 
 def request_head(environ: dict[str, Any], host: str) -> bytes:
@@ -74,11 +82,13 @@ def _copy(source: socket.socket, destination: socket.socket) -> None:
 
 class WebSocketTunnel:
     def __init__(self, app: WsgiApp, path: str, *, upstream: Callable[[], str],
-                 breaker: CircuitBreaker | None = None, connect_timeout: float = 1.0) -> None:
+                 breaker: CircuitBreaker | None = None, max_open: int | None = None,
+                 connect_timeout: float = 1.0) -> None:
         self.app = app
         self.path = path
         self.upstream = upstream
         self.breaker = breaker
+        self.slots = Bulkhead(f"{path} websockets", max_open) if max_open else None
         self.connect_timeout = connect_timeout
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -87,6 +97,16 @@ class WebSocketTunnel:
         if (environ.get("PATH_INFO") != self.path or client is None
                 or environ.get("HTTP_UPGRADE", "").lower() != "websocket"):
             return self.app(environ, start_response)
+        try:
+            with self.slots or contextlib.nullcontext():
+                return self._tunnel(environ, start_response, client)
+        except BulkheadFull as error:
+            return _refuse(start_response, "503 Service Unavailable", "too_many_websockets",
+                           f"{error}; stay on long-polling or try again later",
+                           retry_after=RETRY_FULL_AFTER)
+
+    def _tunnel(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                client: socket.socket) -> Iterable[bytes]:
         try:
             address = urlsplit(self.upstream())
             host, port = address.hostname or "127.0.0.1", address.port or 80
@@ -117,9 +137,11 @@ class WebSocketTunnel:
         raise ConnectionError("websocket tunnel closed")
 
 
-def _refuse(start_response: Callable[..., Any], status: str, code: str,
-            message: str) -> list[bytes]:
+def _refuse(start_response: Callable[..., Any], status: str, code: str, message: str,
+            retry_after: int | None = None) -> list[bytes]:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
+    start_response(status, headers)
     return [body]

@@ -123,9 +123,11 @@ def create_app(settings: ServiceSettings) -> Flask:
     app.add_url_rule("/socket.io/", "socketio", forward, defaults={"rest": ""},
                      methods=["GET", "POST"], provide_automatic_options=False)
     # Socket.IO's WebSocket transport: an upgrade is tunnelled to notifications as raw bytes.
-    app.wsgi_app = WebSocketTunnel(app.wsgi_app, "/socket.io/",  # type: ignore[method-assign]
-                                   upstream=_resolver(kit, "notifications"),
-                                   breaker=upstreams["notifications"].breaker)
+    # Each open one holds a thread: capped, so WebSockets can never take every thread from HTTP.
+    app.wsgi_app = WebSocketTunnel(  # type: ignore[method-assign]
+        app.wsgi_app, "/socket.io/", upstream=_resolver(kit, "notifications"),
+        breaker=upstreams["notifications"].breaker,
+        max_open=config.websocket_max_open or max(1, settings.threads // 2))
 
     @kit.api.get("/api/dashboard", auth=True, response=DASHBOARD, errors=(503,),
                  summary="The caller's profile, recent orders, unread notifications and a "

@@ -127,12 +127,15 @@ class GatewayConfig:
     dashboard_timeout: float = 1.5  # seconds each dashboard part may take
     health_timeout: float = 1.0  # seconds each upstream's /health may take
     document_timeout: float = 2.0  # seconds each upstream's /openapi.json may take
+    # WebSockets tunnelled at once; each holds a server thread (None: half the threads).
+    websocket_max_open: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, namespace: str = "") -> GatewayConfig:
         """RATE_LIMIT_CAPACITY, RATE_LIMIT_REFILL_PER_SECOND, LOGIN_RATE_LIMIT_CAPACITY,
         LOGIN_RATE_LIMIT_REFILL_PER_SECOND, RATE_LIMIT_PREFIX (Redis keys; by default under the
-        sandbox's namespace), BREAKER_FAILURE_THRESHOLD, BREAKER_RECOVERY_TIMEOUT."""
+        sandbox's namespace), BREAKER_FAILURE_THRESHOLD, BREAKER_RECOVERY_TIMEOUT,
+        WEBSOCKET_MAX_OPEN."""
         defaults = cls()
 
         def number(name: str, default: float, kind: type = float, minimum: float = 0) -> Any:
@@ -162,6 +165,7 @@ class GatewayConfig:
                                              defaults.breaker_failure_threshold, int),
             breaker_recovery_timeout=number("BREAKER_RECOVERY_TIMEOUT",
                                             defaults.breaker_recovery_timeout),
+            websocket_max_open=number("WEBSOCKET_MAX_OPEN", defaults.websocket_max_open, int),
         )
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 
 import pytest
+import requests
 import socketio
 
 from microlab.lab import Lab, sandbox_env
 from microlab.launcher import SandboxProcess
+from microlab.topology import load_topology
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -47,3 +51,43 @@ def test_a_websocket_without_a_token_is_refused(lab: Lab) -> None:
     client = socketio.Client(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError, match="failed to connect"):
         client.connect(lab.gateway, transports=["websocket"], wait_timeout=10)
+
+
+def test_websockets_past_half_the_gateways_threads_stay_on_polling(lab: Lab) -> None:
+    """Each tunnelled WebSocket holds one of the gateway's threads: past half of them an upgrade
+    is refused (503 too_many_websockets), the client keeps long-polling and HTTP is served."""
+    cap = load_topology().service("gateway").threads // 2
+    token = lab.customer("Tess").headers["Authorization"].removeprefix("Bearer ")
+
+    def client(transports: list[str]) -> socketio.Client:
+        opened = socketio.Client(reconnection=False)
+        opened.connect(lab.gateway, auth={"token": token}, transports=transports,
+                       wait_timeout=20)
+        return opened
+
+    websockets: list[socketio.Client] = []
+    try:
+        while _opens_a_websocket(client, keep=websockets):
+            assert len(websockets) <= cap, f"{len(websockets)} websockets open, cap {cap}"
+        assert len(websockets) == cap
+        polling = client(["polling", "websocket"])
+        time.sleep(2)  # a browser's client tries its upgrade at once, and is refused
+        assert polling.transport() == "polling"
+        assert requests.get(f"{lab.gateway}/api/products?limit=1", timeout=5).status_code == 200
+        polling.disconnect()
+
+        websockets.pop().disconnect()  # its tunnel closes and frees a place
+        wait_for(lambda: _opens_a_websocket(client, keep=websockets), timeout=10,
+                 what="a websocket once another closed")
+    finally:
+        for opened in websockets:
+            opened.disconnect()
+
+
+def _opens_a_websocket(client: Callable[[list[str]], socketio.Client],
+                       keep: list[socketio.Client]) -> bool:
+    try:
+        keep.append(client(["websocket"]))
+    except socketio.exceptions.ConnectionError:
+        return False
+    return True

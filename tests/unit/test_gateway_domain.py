@@ -107,16 +107,18 @@ def test_config_reads_every_knob_from_the_environment():
         "RATE_LIMIT_CAPACITY": "7", "RATE_LIMIT_REFILL_PER_SECOND": "2.5",
         "LOGIN_RATE_LIMIT_CAPACITY": "3", "LOGIN_RATE_LIMIT_REFILL_PER_SECOND": "0.5",
         "RATE_LIMIT_PREFIX": "mine:", "BREAKER_FAILURE_THRESHOLD": "2",
-        "BREAKER_RECOVERY_TIMEOUT": "4"})
+        "BREAKER_RECOVERY_TIMEOUT": "4", "WEBSOCKET_MAX_OPEN": "3"})
     assert config.default_limit == Limit(7, 2.5)
     assert config.login_limit == Limit(3, 0.5)
     assert config.rate_limit_prefix == "mine:"
     assert (config.breaker_failure_threshold, config.breaker_recovery_timeout) == (2, 4.0)
+    assert config.websocket_max_open == 3
 
 
 @pytest.mark.parametrize("environ", [
     {"RATE_LIMIT_CAPACITY": "lots"}, {"RATE_LIMIT_CAPACITY": "0"},
     {"RATE_LIMIT_REFILL_PER_SECOND": "-1"}, {"BREAKER_FAILURE_THRESHOLD": "2.5"},
+    {"WEBSOCKET_MAX_OPEN": "0"},
 ])
 def test_a_bad_knob_is_a_settings_error_naming_it(environ):
     with pytest.raises(SettingsError, match=next(iter(environ))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +20,8 @@ UPGRADE = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: gateway
 
 
 class EchoAfterUpgrade:
-    """Reads one request head, answers 101, then echoes bytes until the client goes."""
+    """For each connection: reads one request head, answers 101, then echoes bytes until the
+    client goes."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -36,17 +38,21 @@ class EchoAfterUpgrade:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(1024)
-            self.heads.append(head)
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
-            while data := conn.recv(1024):
-                conn.sendall(data)
-            conn.close()
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(1024)
+        self.heads.append(head)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        while data := conn.recv(1024):
+            conn.sendall(data)
+        conn.close()
 
 
-def serve(upstream: str, breaker: CircuitBreaker | None = None) -> Iterator[int]:
+def serve(upstream: str, breaker: CircuitBreaker | None = None,
+          max_open: int | None = None) -> Iterator[int]:
     app = Flask(__name__)
 
     @app.get("/socket.io/")
@@ -54,7 +60,8 @@ def serve(upstream: str, breaker: CircuitBreaker | None = None) -> Iterator[int]
         return "polling answered by the app"
 
     app.wsgi_app = WebSocketTunnel(app.wsgi_app, "/socket.io/",  # type: ignore[method-assign]
-                                   upstream=lambda: upstream, breaker=breaker)
+                                   upstream=lambda: upstream, breaker=breaker,
+                                   max_open=max_open)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_port
@@ -121,3 +128,34 @@ def test_an_open_breaker_refuses_at_once(echo: EchoAfterUpgrade) -> None:
         assert answer.startswith(b"HTTP/1.1 503")
         assert b"circuit_open" in answer
     assert echo.heads == []
+
+
+def upgraded(port: int) -> socket.socket:
+    """A client whose WebSocket is open through the tunnel (it holds one of the server's
+    threads until it closes)."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    client.sendall(UPGRADE)
+    assert client.recv(4096).startswith(b"HTTP/1.1 101")
+    return client
+
+
+def test_past_max_open_an_upgrade_is_refused_and_http_still_served(
+        echo: EchoAfterUpgrade) -> None:
+    for port in serve(echo.url, max_open=2):
+        first, second = upgraded(port), upgraded(port)
+
+        refused = exchange(port, UPGRADE)
+        assert refused.startswith(b"HTTP/1.1 503")
+        assert b'"code": "too_many_websockets"' in refused
+        assert b"Retry-After: 10" in refused
+        assert b"polling answered by the app" in exchange(
+            port, b"GET /socket.io/ HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        assert len(echo.heads) == 2  # the refused one never reached the upstream
+
+        first.close()  # its tunnel ends and gives its place back
+        deadline = time.monotonic() + 5
+        while (answer := exchange(port, UPGRADE, then=b"\x81\x02hi")).startswith(
+                b"HTTP/1.1 503") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert answer.startswith(b"HTTP/1.1 101") and answer.endswith(b"|\x81\x02hi")
+        second.close()
