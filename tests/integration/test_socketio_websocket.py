@@ -48,9 +48,13 @@ def test_pushes_arrive_over_websocket_through_the_gateway(lab: Lab, transports: 
 
 
 def test_a_websocket_without_a_token_is_refused(lab: Lab) -> None:
+    refusals: list[object] = []
     client = socketio.Client(reconnection=False)
+    client.on("connect_error", refusals.append)
     with pytest.raises(socketio.exceptions.ConnectionError, match="failed to connect"):
         client.connect(lab.gateway, transports=["websocket"], wait_timeout=10)
+    # Refused by notifications for the token, through the tunnel (not a tunnel that failed).
+    assert refusals and "a token is required" in json.dumps(refusals), refusals
 
 
 def test_websockets_past_half_the_gateways_threads_stay_on_polling(lab: Lab) -> None:
