@@ -166,9 +166,8 @@ def mongo_operation(proxy_url: str, rounds: int) -> dict[str, float]:
                                                return_document=ReturnDocument.AFTER)
                 return 4 * steps
 
-            costs = per_operation(series, {"server": _child("mongo_server.py").pid,
-                                           "proxy": _child("microlab.chaosproxy").pid})
-    return costs
+            return per_operation(series, {"server": _child("mongo_server.py").pid,
+                                          "proxy": _child("microlab.chaosproxy").pid})
 
 
 def http_call(proxy_url: str, rounds: int) -> dict[str, float]:

@@ -81,6 +81,7 @@ import requests
 from pymongo import MongoClient
 
 from microlab.launcher import SandboxProcess
+from microlab.mongo_server import OPCOUNTERS
 from microlab.rabbit import delete_namespace
 from patterns.tracing import SpanRecord, load_spans
 
@@ -348,7 +349,8 @@ def mongo_operations(url: str) -> int:
     """Operations the MongoDB at `url` has served since it started (its serverStatus
     opcounters: inserts per document, updates and deletes per statement, finds, commands)."""
     with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
-        return sum(client.admin.command("serverStatus")["opcounters"].values())
+        counters = client.admin.command("serverStatus")["opcounters"]
+    return sum(counters[field] for field in OPCOUNTERS)
 
 
 def operations(spans: list[SpanRecord], began_ns: int, ended_ns: int) -> Counter[str]:

@@ -46,6 +46,7 @@ def bound_memory(cache_mib: float, arenas: int = 2) -> None:
         pass  # not glibc (musl, macOS): its allocator, its own ways
 
 
+OPCOUNTERS = ("insert", "query", "update", "delete", "getmore", "command")  # as mongod has them
 OPCOUNTER = {"insert": "insert", "find": "query", "update": "update", "delete": "delete",
              "getMore": "getmore"}
 STATEMENTS = {"insert": "documents", "update": "updates", "delete": "deletes"}
@@ -66,9 +67,9 @@ def operation(message: dict[str, Any]) -> tuple[str, int]:
     return OPCOUNTER.get(name, "command"), 1
 
 
-def count_operations(handler: type[NeoSQLiteHandler]) -> dict[str, int]:
+def count_operations(handler: type[NeoSQLiteHandler]) -> None:
     """Count what `handler` serves from now on; `serverStatus` answers with the counts."""
-    counts = dict.fromkeys(("insert", "query", "update", "delete", "getmore", "command"), 0)
+    counts = dict.fromkeys(OPCOUNTERS, 0)
     lock = threading.Lock()  # one thread per connection
 
     def counted(serve: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,7 +92,6 @@ def count_operations(handler: type[NeoSQLiteHandler]) -> dict[str, int]:
     handler.handle_command = counted(handler.handle_command)  # type: ignore[method-assign]
     handler.handle_insert = counted(handler.handle_insert)  # type: ignore[method-assign]
     handler._handle_server_status = status_with_counts  # type: ignore[method-assign]
-    return counts
 
 
 if __name__ == "__main__":
