@@ -97,13 +97,21 @@ def _own_cpu() -> float:
     return times.user + times.system
 
 
-def _child(marker: str) -> psutil.Process:
-    """This process's child whose command line contains `marker` (a server it started)."""
-    for child in psutil.Process().children(recursive=True):
+def _listening(port: int) -> int:
+    """The pid of the process listening on `port` (of a gunicorn, its master: the worker
+    listens on the same socket), whatever else runs on the machine (a sandbox of its own)."""
+    pids = {connection.pid for connection in psutil.net_connections("tcp")
+            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+            and connection.pid}
+    for pid in pids:
         with contextlib.suppress(psutil.Error):
-            if marker in " ".join(child.cmdline()):
-                return child
-    raise RuntimeError(f"no child process runs {marker}")
+            if psutil.Process(pid).ppid() not in pids:
+                return pid
+    raise RuntimeError(f"no process listens on port {port}")
+
+
+def _port(url: str) -> int:
+    return int(url.rstrip("/").rsplit(":", 1)[1])
 
 
 def per_operation(series: Callable[[], int], pids: dict[str, int]) -> dict[str, float]:
@@ -147,7 +155,7 @@ def gunicorn_server() -> Iterator[int]:
 def mongo_operation(proxy_url: str, rounds: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="floor-mongo-") as data, \
             running_mongo(Path(data)) as url:
-        upstream = int(url.rstrip("/").rsplit(":", 1)[1])
+        upstream = _port(url)
         port = create_proxy(proxy_url, "floor-mongo", upstream)
         with MongoClient(LOOPBACK, port) as client:
             orders = client.floor.orders
@@ -166,8 +174,8 @@ def mongo_operation(proxy_url: str, rounds: int) -> dict[str, float]:
                                                return_document=ReturnDocument.AFTER)
                 return 4 * steps
 
-            return per_operation(series, {"server": _child("mongo_server.py").pid,
-                                          "proxy": _child("microlab.chaosproxy").pid})
+            return per_operation(series, {"server": _listening(upstream),
+                                          "proxy": _listening(_port(proxy_url))})
 
 
 def http_call(proxy_url: str, rounds: int) -> dict[str, float]:
@@ -182,8 +190,8 @@ def http_call(proxy_url: str, rounds: int) -> dict[str, float]:
                 json.loads(answer.data)
             return rounds
 
-        return per_operation(series, {"server": _child("bench.floor_bench:bare_app").pid,
-                                      "proxy": _child("microlab.chaosproxy").pid})
+        return per_operation(series, {"server": _listening(upstream),
+                                      "proxy": _listening(_port(proxy_url))})
 
 
 def _consume(url: str, queue: str, expected: int, pipe: Connection) -> None:
@@ -230,7 +238,7 @@ def message(proxy_url: str, rounds: int) -> dict[str, dict[str, float]]:
         if not ours.poll(30):
             raise RuntimeError("the consumer did not connect")
         ours.recv()
-        proxy = _child("microlab.chaosproxy").pid
+        proxy = _listening(_port(proxy_url))
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                           message_id="m-1", headers={"X-Request-Id": "r-1"})
         body = json.dumps(ORDER_LINE).encode()
