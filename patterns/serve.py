@@ -111,12 +111,27 @@ def serve(build_app: Callable[[], Flask], settings: ServiceSettings) -> None:
         server.run()
 
 
+# gunicorn's exit code for a worker that could not boot: its master stops (and says so) instead
+# of starting the worker again and again.
+WORKER_BOOT_ERROR = 3
+
+
 def run_service(name: str, create_app: Callable[[ServiceSettings], Flask]) -> None:
-    """What every `python -m services.<name>` does: settings from env, logging, serve."""
+    """What every `python -m services.<name>` does: settings from env, logging, serve. A
+    malformed setting stops the service with one line naming it, never a traceback: read here
+    (exit 2), or by `create_app` in the worker (its own knobs; exit 3, a boot error)."""
     configure_logging(name)
     try:
         settings = ServiceSettings.from_env(name)
     except SettingsError as error:
         logging.getLogger(name).error(f"cannot start: {error}")
         sys.exit(2)
-    serve(lambda: create_app(settings), settings)
+
+    def build_app() -> Flask:
+        try:
+            return create_app(settings)
+        except SettingsError as error:
+            logging.getLogger(name).error(f"cannot start: {error}")
+            sys.exit(WORKER_BOOT_ERROR)
+
+    serve(build_app, settings)

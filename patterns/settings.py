@@ -29,10 +29,28 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class SettingsError(ValueError):
     """A required setting is missing or malformed."""
+
+
+def number_from_env(environ: Mapping[str, str], name: str, default: Any, kind: type = float,
+                    minimum: float = 0) -> Any:
+    """The number variable `name` holds (of `kind`, above `minimum`), or `default` when it is
+    unset or empty; a SettingsError naming the variable when it holds anything else."""
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
+    if value <= minimum:
+        raise SettingsError(f"{name} must be greater than {minimum:g}, not {raw!r}")
+    return value
 
 
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patterns.api import ApiError, BadRequest, NotFound
-from patterns.settings import SettingsError
+from patterns.settings import number_from_env
 
 # -- where requests go -----------------------------------------------------------------------
 
@@ -138,18 +138,8 @@ class GatewayConfig:
         WEBSOCKET_MAX_OPEN."""
         defaults = cls()
 
-        def number(name: str, default: float, kind: type = float, minimum: float = 0) -> Any:
-            raw = environ.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                what = "a whole number" if kind is int else "a number"
-                raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
-            if value <= minimum:
-                raise SettingsError(f"{name} must be greater than {minimum}, not {raw!r}")
-            return value
+        def number(name: str, default: Any, kind: type = float) -> Any:
+            return number_from_env(environ, name, default, kind)
 
         prefix = f"{namespace or 'microlab'}:gateway:ratelimit:"
         return cls(

@@ -42,9 +42,6 @@ MAX_KEY_LENGTH = 200
 # How long a repeat of a placement waits for the first request's answer: within the gateway's
 # 30 s read timeout for orders.
 ANSWER_WAIT = 25.0
-# Past this, an unanswered placement with no order is one whose process died before creating
-# the order: far longer than any request may run (the gateway gives up on it after 30 s).
-TAKEOVER_AFTER = float(os.environ.get("ORDER_TAKEOVER_AFTER", "120"))
 
 ID = {"type": "string", "minLength": 1, "maxLength": 64}
 NEW_ORDER = {
@@ -67,12 +64,10 @@ SAGAS = {"type": "object", "required": ["items"],
 
 
 def create_app(settings: ServiceSettings) -> Flask:
+    config = domain.OrdersConfig.from_env(os.environ)
+    flow = config.flow
     kit = ServiceKit(settings, title="orders",
                      description="Orders, placed by a saga: validate, reserve, charge, confirm.")
-    flow = os.environ.get("ORDER_FLOW", domain.ORCHESTRATION)
-    if flow not in (domain.ORCHESTRATION, domain.EVENTS):
-        raise ValueError(f"ORDER_FLOW is {domain.ORCHESTRATION!r} or {domain.EVENTS!r}, "
-                         f"not {flow!r}")
     orders = OrderStore(kit.outbox("orders"), kit.collection("order_history"))
     peers = Peers(kit)
     saga_log = OrderSagaLog(kit.collection("sagas"))
@@ -96,7 +91,7 @@ def create_app(settings: ServiceSettings) -> Flask:
         if earlier is not None:
             domain.check_same_order(earlier, fingerprint)
             if (orders.get(earlier["order_id"]) is None
-                    and placements.take_over(earlier, TAKEOVER_AFTER)):
+                    and placements.take_over(earlier, config.takeover_after)):
                 log.warning("order placement taken over from a claimant that went silent",
                             extra={"order_id": earlier["order_id"]})
                 return send_stored(*placed_once(placement, user.subject, body["items"]))
@@ -187,8 +182,7 @@ def create_app(settings: ServiceSettings) -> Flask:
         kit.consume(events.INVENTORY_QUEUE, idempotent(choreography, processed),
                     *events.INVENTORY_BINDINGS)
     kit.start()
-    interval = float(os.environ.get("SAGA_RECOVERY_INTERVAL", "10"))
-    recovery = SagaRecovery(sagas, interval=interval).start()
+    recovery = SagaRecovery(sagas, interval=config.recovery_interval).start()
     kit.on_stop(recovery.stop)
     kit.app.extensions["orders.sagas"] = sagas
     kit.app.extensions["orders.recovery"] = recovery

@@ -18,12 +18,14 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from patterns.api import ApiError, BadRequest, Conflict, NotFound, Unprocessable
 from patterns.auth import Claims
+from patterns.settings import SettingsError, number_from_env
 
 PENDING, CONFIRMED, CANCELLED = "pending", "confirmed", "cancelled"
 TRANSITIONS: Mapping[str, frozenset[str]] = {
@@ -32,6 +34,30 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     CANCELLED: frozenset(),
 }
 ORCHESTRATION, EVENTS = "orchestration", "events"
+
+
+@dataclass(frozen=True)
+class OrdersConfig:
+    """Orders' own knobs, read from the environment (ORDER_FLOW, ORDER_TAKEOVER_AFTER,
+    SAGA_RECOVERY_INTERVAL)."""
+
+    flow: str = ORCHESTRATION  # how an order is placed: a saga, or events (choreography)
+    # Past this, an unanswered placement with no order is one whose process died before
+    # creating the order: far longer than any request may run (the gateway gives up at 30 s).
+    takeover_after: float = 120.0
+    recovery_interval: float = 10.0  # seconds between passes over unfinished sagas
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OrdersConfig:
+        defaults = cls()
+        flow = environ.get("ORDER_FLOW") or defaults.flow
+        if flow not in (ORCHESTRATION, EVENTS):
+            raise SettingsError(f"ORDER_FLOW is {ORCHESTRATION!r} or {EVENTS!r}, not {flow!r}")
+        return cls(flow=flow,
+                   takeover_after=number_from_env(environ, "ORDER_TAKEOVER_AFTER",
+                                                  defaults.takeover_after),
+                   recovery_interval=number_from_env(environ, "SAGA_RECOVERY_INTERVAL",
+                                                     defaults.recovery_interval))
 
 
 def new_id(prefix: str) -> str:

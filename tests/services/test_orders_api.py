@@ -427,7 +427,7 @@ def test_a_key_whose_claimant_died_before_creating_the_order_is_taken_over(world
     placements.insert_one({
         "_id": domain.placement_id(user, "basket-died"), "order_id": "ord_claimed_then_died",
         "fingerprint": domain.order_fingerprint(body["items"]), "status": None, "body": None,
-        "claim": "clm_dead", "claimed_at": time.time() - orders_app.TAKEOVER_AFTER - 1})
+        "claim": "clm_dead", "claimed_at": time.time() - domain.OrdersConfig().takeover_after - 1})
     repeat = place_with_key(world, "basket-died", ("prd_mug", 1))
     assert repeat.status_code == 201, repeat.get_json()
     assert repeat.get_json()["id"] == "ord_claimed_then_died"

@@ -11,6 +11,7 @@ import pytest
 from patterns.api import BadRequest, NotFound
 from patterns.auth import Claims
 from patterns.bus import Message, PermanentError
+from patterns.settings import SettingsError
 from services.orders import domain
 from services.orders.domain import (CANCELLED, CONFIRMED, PENDING, InsufficientStock,
                                     InvalidTransition, OrderInProgress, PaymentDeclined,
@@ -206,3 +207,24 @@ def test_choreography_cancels_when_inventory_could_not_reserve():
     assert peers.calls == []
     with pytest.raises(PermanentError):  # dead-lettered at once: retrying cannot help
         OrderChoreography(orders, peers)(inventory_says("stock.low"))
+
+
+# -- knobs ----------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_every_knob_from_the_environment():
+    assert domain.OrdersConfig.from_env({}) == domain.OrdersConfig(
+        flow=domain.ORCHESTRATION, takeover_after=120.0, recovery_interval=10.0)
+    assert domain.OrdersConfig.from_env({
+        "ORDER_FLOW": "events", "ORDER_TAKEOVER_AFTER": "45",
+        "SAGA_RECOVERY_INTERVAL": "2.5"}) == domain.OrdersConfig(
+        flow=domain.EVENTS, takeover_after=45.0, recovery_interval=2.5)
+
+
+@pytest.mark.parametrize("environ", [
+    {"ORDER_FLOW": "choreography"}, {"ORDER_TAKEOVER_AFTER": "soon"},
+    {"ORDER_TAKEOVER_AFTER": "0"}, {"SAGA_RECOVERY_INTERVAL": "-1"},
+])
+def test_a_bad_knob_is_a_settings_error_naming_it(environ):
+    with pytest.raises(SettingsError, match=next(iter(environ))):
+        domain.OrdersConfig.from_env(environ)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
+from microlab.topology import free_ports
 from patterns.logs import JsonFormatter
+from patterns.serve import WORKER_BOOT_ERROR
 from patterns.settings import ServiceSettings, SettingsError
 from patterns.web import create_service_app
 
@@ -97,3 +102,17 @@ def test_log_lines_are_json_with_service_and_extra_fields():
     assert event["service"] == "orders" and event["event"] == "order placed"
     assert event["order_id"] == "o-1" and event["total"] == 12.5
     assert event["level"] == "warning" and "request_id" in event and "trace_id" in event
+
+
+@pytest.mark.parametrize("supervised", ["1", "0"])  # gunicorn's worker alone, or its master too
+def test_a_bad_knob_of_a_service_stops_it_with_one_line_naming_it(supervised):
+    """A knob only the service's create_app reads (here orders' ORDER_TAKEOVER_AFTER) is read in
+    the worker: it still ends the service with one clear line, no traceback, no restart loop."""
+    env = {**os.environ, "PORT": str(free_ports(1)[0]), "MICROLAB_SUPERVISED": supervised,
+           "ORDER_TAKEOVER_AFTER": "soon"}
+    started = subprocess.run([sys.executable, "-m", "services.orders"], env=env, timeout=60,
+                             capture_output=True, text=True)
+    output = started.stdout + started.stderr
+    assert started.returncode == WORKER_BOOT_ERROR, output
+    assert "cannot start: ORDER_TAKEOVER_AFTER must be a number, not 'soon'" in output
+    assert "Traceback" not in output
