@@ -110,10 +110,6 @@ def _listening(port: int) -> int:
     raise RuntimeError(f"no process listens on port {port}")
 
 
-def _port(url: str) -> int:
-    return int(url.rstrip("/").rsplit(":", 1)[1])
-
-
 def per_operation(series: Callable[[], int], pids: dict[str, int]) -> dict[str, float]:
     """Run `series` (it returns how many operations it made); the CPU ms per operation of this
     process ("client") and of each process in `pids`, each with its descendants."""
@@ -152,10 +148,10 @@ def gunicorn_server() -> Iterator[int]:
 # The three unit costs
 
 
-def mongo_operation(proxy_url: str, rounds: int) -> dict[str, float]:
+def mongo_operation(proxy_url: str, proxy: int, rounds: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="floor-mongo-") as data, \
             running_mongo(Path(data)) as url:
-        upstream = _port(url)
+        upstream = urllib3.util.parse_url(url).port
         port = create_proxy(proxy_url, "floor-mongo", upstream)
         with MongoClient(LOOPBACK, port) as client:
             orders = client.floor.orders
@@ -174,11 +170,10 @@ def mongo_operation(proxy_url: str, rounds: int) -> dict[str, float]:
                                                return_document=ReturnDocument.AFTER)
                 return 4 * steps
 
-            return per_operation(series, {"server": _listening(upstream),
-                                          "proxy": _listening(_port(proxy_url))})
+            return per_operation(series, {"server": _listening(upstream), "proxy": proxy})
 
 
-def http_call(proxy_url: str, rounds: int) -> dict[str, float]:
+def http_call(proxy_url: str, proxy: int, rounds: int) -> dict[str, float]:
     with gunicorn_server() as upstream:
         port = create_proxy(proxy_url, "floor-http", upstream)
         pool = urllib3.HTTPConnectionPool(LOOPBACK, port, maxsize=1)
@@ -190,8 +185,7 @@ def http_call(proxy_url: str, rounds: int) -> dict[str, float]:
                 json.loads(answer.data)
             return rounds
 
-        return per_operation(series, {"server": _listening(upstream),
-                                      "proxy": _listening(_port(proxy_url))})
+        return per_operation(series, {"server": _listening(upstream), "proxy": proxy})
 
 
 def _consume(url: str, queue: str, expected: int, pipe: Connection) -> None:
@@ -219,7 +213,7 @@ def _consume(url: str, queue: str, expected: int, pipe: Connection) -> None:
     connection.close()
 
 
-def message(proxy_url: str, rounds: int) -> dict[str, dict[str, float]]:
+def message(proxy_url: str, proxy: int, rounds: int) -> dict[str, dict[str, float]]:
     """Publishing (this process) and delivering (a consumer process), through one proxy: all
     the messages are published first, then consumed, so each side is measured on its own."""
     broker = urllib3.util.parse_url(AMQP_URL)
@@ -238,7 +232,6 @@ def message(proxy_url: str, rounds: int) -> dict[str, dict[str, float]]:
         if not ours.poll(30):
             raise RuntimeError("the consumer did not connect")
         ours.recv()
-        proxy = _listening(_port(proxy_url))
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                           message_id="m-1", headers={"X-Request-Id": "r-1"})
         body = json.dumps(ORDER_LINE).encode()
@@ -269,12 +262,13 @@ def message(proxy_url: str, rounds: int) -> dict[str, dict[str, float]]:
 def measure_unit_costs(rounds: int) -> dict[str, dict[str, float]]:
     """CPU ms per operation, by process, of each kind of operation an order makes."""
     with running_proxy_server() as proxy_url:
+        proxy = _listening(urllib3.util.parse_url(proxy_url).port)  # the pid its CPU is read from
         progress(f"floor: {rounds} MongoDB operations")
-        mongo = mongo_operation(proxy_url, rounds)
+        mongo = mongo_operation(proxy_url, proxy, rounds)
         progress(f"floor: {rounds} HTTP calls")
-        http = http_call(proxy_url, rounds)
+        http = http_call(proxy_url, proxy, rounds)
         progress(f"floor: {rounds} messages")
-        messages = message(proxy_url, rounds)
+        messages = message(proxy_url, proxy, rounds)
     return {"mongo_op": mongo,
             "http_call": {"client": http["client"], "proxy": http["proxy"]},
             "http_served": {"server": http["server"]},
