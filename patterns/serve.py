@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 # jsonschema imports every optional format checker it finds installed, and rfc3987-syntax (which
 # Jupyter's jsonschema[format-nongpl] brings in) compiles a grammar when imported: a second of
@@ -121,17 +122,20 @@ def run_service(name: str, create_app: Callable[[ServiceSettings], Flask]) -> No
     malformed setting stops the service with one line naming it, never a traceback: read here
     (exit 2), or by `create_app` in the worker (its own knobs; exit 3, a boot error)."""
     configure_logging(name)
+
+    def cannot_start(error: SettingsError, code: int) -> NoReturn:
+        logging.getLogger(name).error(f"cannot start: {error}")
+        sys.exit(code)
+
     try:
         settings = ServiceSettings.from_env(name)
     except SettingsError as error:
-        logging.getLogger(name).error(f"cannot start: {error}")
-        sys.exit(2)
+        cannot_start(error, 2)
 
     def build_app() -> Flask:
         try:
             return create_app(settings)
         except SettingsError as error:
-            logging.getLogger(name).error(f"cannot start: {error}")
-            sys.exit(WORKER_BOOT_ERROR)
+            cannot_start(error, WORKER_BOOT_ERROR)
 
     serve(build_app, settings)
